@@ -1,0 +1,5 @@
+import sys
+
+from nasrl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""The autoregressive LSTM controller (Zoph & Le 2017, sections 3.1 and 3.3).
+
+The controller walks the space's decisions in order. At each step the LSTM reads the
+previous decision's embedding and emits either
+
+* a softmax over a categorical decision's options (one head per decision *kind*), or
+* at a layer's anchor point, one independent Bernoulli per earlier layer ``j``::
+
+      P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i))
+
+  where ``h_j`` are the hidden states the LSTM produced at the earlier anchors.
+
+The sampled token is fed back as the next input: its embedding after a categorical
+decision, and after an anchor the mean of the chosen anchors' hidden states (the paper
+leaves this open; this is ENAS's choice, and the "go" embedding when there is nothing to
+choose). Sampling and scoring run through one function, so the log-probability of a
+sampled architecture is by construction the score of that architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nasrl.spaces.base import Architecture, Categorical, SearchSpace, SkipSet
+
+
+@dataclass
+class ControllerConfig:
+    """Controller shape and sampling. Defaults are the paper's (2 x 35, U(-0.08, 0.08))."""
+
+    hidden_size: int = 35
+    """LSTM units per layer; embeddings and attention use the same width."""
+    num_layers: int = 2
+    """Stacked LSTM layers."""
+    init_range: float = 0.08
+    """Every weight starts uniform in [-init_range, init_range]."""
+    temperature: float = 1.0
+    """Logits are divided by this before sampling and scoring (> 1 explores more)."""
+    tanh_constant: float | None = None
+    """If set, logits become C * tanh(logits / T) (Bello et al. 2017; ENAS uses 2.5)."""
+
+
+@dataclass
+class ControllerOutput:
+    tokens: Tensor
+    """(n, num_tokens) int64, the space's token encoding."""
+    log_prob: Tensor
+    """(n,) log-probability of each whole architecture."""
+    entropy: Tensor
+    """(n,) sum over decisions of each decision's entropy (given the earlier ones)."""
+
+
+class Controller(nn.Module):
+    def __init__(
+        self, space: SearchSpace, config: ControllerConfig | None = None, seed: int = 0
+    ) -> None:
+        super().__init__()
+        self.config = config or ControllerConfig()
+        hidden = self.config.hidden_size
+        if hidden < 1 or self.config.num_layers < 1:
+            raise ValueError("controller: hidden_size and num_layers must be >= 1")
+        if self.config.temperature <= 0:
+            raise ValueError("controller: temperature must be > 0")
+        self.kinds = _categorical_kinds(space)
+        self.space = space
+        self.go = nn.Parameter(torch.empty(1, hidden))
+        self.embeddings = nn.ModuleDict({k: nn.Embedding(n, hidden) for k, n in self.kinds.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(hidden, n) for k, n in self.kinds.items()})
+        self.cells = nn.ModuleList(
+            [nn.LSTMCell(hidden, hidden) for _ in range(self.config.num_layers)]
+        )
+        self.has_anchors = any(isinstance(d, SkipSet) for d in space.decisions)
+        if self.has_anchors:
+            self.w_prev = nn.Linear(hidden, hidden, bias=False)
+            self.w_curr = nn.Linear(hidden, hidden, bias=False)
+            self.v = nn.Linear(hidden, 1, bias=False)
+        init = torch.Generator().manual_seed(seed)  # weights depend on the seed alone
+        for p in self.parameters():
+            nn.init.uniform_(p, -self.config.init_range, self.config.init_range, generator=init)
+
+    def use_space(self, space: SearchSpace) -> None:
+        """Switch to another space with the same decision kinds (e.g. a deeper conv space)."""
+        kinds = _categorical_kinds(space)
+        for kind, n in kinds.items():
+            if self.kinds.get(kind) != n:
+                raise ValueError(f"controller: space {space.name!r} has unknown kind {kind!r}")
+        if any(isinstance(d, SkipSet) for d in space.decisions) and not self.has_anchors:
+            raise ValueError("controller: this controller was built without anchor attention")
+        self.space = space
+
+    # -- public API ----------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None) -> ControllerOutput:
+        """Sample ``n`` architectures (with gradient unless called under ``no_grad``)."""
+        return self._walk(n, None, generator)
+
+    def score(self, tokens: Tensor) -> ControllerOutput:
+        """Log-probabilities and entropies of given token sequences (teacher forcing)."""
+        if tokens.dim() != 2 or tokens.shape[1] != self.space.num_tokens:
+            raise ValueError(
+                f"controller: tokens must be (n, {self.space.num_tokens}), got {tuple(tokens.shape)}"
+            )
+        return self._walk(tokens.shape[0], tokens.long(), None)
+
+    def encode(self, archs: Sequence[Architecture]) -> Tensor:
+        rows = [self.space.to_tokens(a) for a in archs]
+        return torch.tensor(rows, dtype=torch.long).reshape(len(rows), self.space.num_tokens)
+
+    def decode(self, tokens: Tensor) -> list[Architecture]:
+        return [self.space.from_tokens(row) for row in tokens.tolist()]
+
+    # -- the walk ------------------------------------------------------------------------
+    def _squash(self, logits: Tensor) -> Tensor:
+        logits = logits / self.config.temperature
+        if self.config.tanh_constant is not None:
+            logits = self.config.tanh_constant * torch.tanh(logits)
+        return logits
+
+    def _step(self, x: Tensor, state: list[tuple[Tensor, Tensor]]) -> Tensor:
+        for layer, cell in enumerate(self.cells):
+            h, c = cell(x, state[layer])
+            state[layer] = (h, c)
+            x = h
+        return x
+
+    def _walk(self, n: int, forced: Tensor | None, gen: torch.Generator | None) -> ControllerOutput:
+        hidden = self.config.hidden_size
+        zeros = self.go.new_zeros(n, hidden)
+        state = [(zeros, zeros) for _ in self.cells]
+        x = self.go.expand(n, hidden)
+        log_prob = self.go.new_zeros(n)
+        entropy = self.go.new_zeros(n)
+        anchors: list[Tensor] = []  # hidden state at each earlier anchor
+        anchors_w: list[Tensor] = []  # W_prev h_j, computed once per anchor
+        out: list[Tensor] = []
+        pos = 0
+        for d in self.space.decisions:
+            h = self._step(x, state)
+            if isinstance(d, Categorical):
+                logits = self._squash(self.heads[d.kind](h))
+                logp_all = F.log_softmax(logits, dim=-1)
+                if forced is None:
+                    tok = torch.multinomial(logp_all.detach().exp(), 1, generator=gen).squeeze(1)
+                else:
+                    tok = forced[:, pos]
+                log_prob = log_prob + logp_all.gather(1, tok[:, None]).squeeze(1)
+                entropy = entropy - (logp_all.exp() * logp_all).sum(1)
+                x = self.embeddings[d.kind](tok)
+                out.append(tok[:, None])
+            else:
+                if d.layer == 0:
+                    x = self.go.expand(n, hidden)
+                else:
+                    query = torch.tanh(torch.stack(anchors_w, 1) + self.w_curr(h)[:, None, :])
+                    logit = self._squash(self.v(query).squeeze(-1))  # (n, layer)
+                    if forced is None:
+                        u = torch.rand(logit.shape, generator=gen, device=logit.device)
+                        flags = (u < torch.sigmoid(logit.detach())).long()
+                    else:
+                        flags = forced[:, pos : pos + d.layer]
+                    chosen = flags.to(logit.dtype)
+                    log_prob = log_prob + (
+                        chosen * F.logsigmoid(logit) + (1 - chosen) * F.logsigmoid(-logit)
+                    ).sum(1)
+                    p = torch.sigmoid(logit)
+                    entropy = entropy + (
+                        -p * F.logsigmoid(logit) - (1 - p) * F.logsigmoid(-logit)
+                    ).sum(1)
+                    x = (chosen[:, :, None] * torch.stack(anchors, 1)).sum(1)
+                    x = x / (1.0 + chosen.sum(1, keepdim=True))
+                    out.append(flags)
+                anchors.append(h)
+                anchors_w.append(self.w_prev(h))
+            pos += d.num_tokens
+        tokens = torch.cat(out, 1) if out else torch.zeros(n, 0, dtype=torch.long)
+        return ControllerOutput(tokens=tokens, log_prob=log_prob, entropy=entropy)
+
+
+def _categorical_kinds(space: SearchSpace) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for d in space.decisions:
+        if isinstance(d, Categorical):
+            kinds[d.kind] = len(d.options)
+    return kinds

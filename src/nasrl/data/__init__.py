@@ -1,0 +1,5 @@
+"""Data loaders and lookup."""
+
+from nasrl.data.paths import find_file
+
+__all__ = ["find_file"]

@@ -1,0 +1,123 @@
+"""The paper's layer-by-layer convolutional space (Zoph & Le 2017, section 3).
+
+Per layer, in the order the controller emits them: filter height, filter width,
+[stride height, stride width], number of filters, [pooling], then the layer's anchor
+point, where the attention picks which earlier layers feed this one. Strides and pooling
+are optional, as in the paper's v1 (none), v2 (predicted strides) and v3 (pooling) spaces.
+
+The paper grows the depth during the search (6 layers, +2 every 1,600 architectures); a
+space has a fixed depth, and :meth:`ConvSpace.with_layers` gives the deeper one. The
+controller's parameters are per decision kind, not per position, so the same controller
+serves every depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from nasrl.spaces.base import Architecture, Categorical, Decision, SearchSpace, SkipSet, SpaceError
+from nasrl.spaces.registry import register_space
+
+POOL_OPTIONS: tuple[str, ...] = ("none", "max")
+
+
+@register_space("conv")
+class ConvSpace(SearchSpace):
+    name = "conv"
+
+    def __init__(
+        self,
+        num_layers: int = 6,
+        filter_heights: Sequence[int] = (1, 3, 5, 7),
+        filter_widths: Sequence[int] = (1, 3, 5, 7),
+        num_filters: Sequence[int] = (24, 36, 48, 64),
+        predict_strides: bool = False,
+        strides: Sequence[int] = (1, 2, 3),
+        pooling: bool = False,
+        skip_connections: bool = True,
+    ) -> None:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise SpaceError(f"conv: num_layers must be a positive integer, got {num_layers!r}")
+        for field, values in (
+            ("filter_heights", filter_heights),
+            ("filter_widths", filter_widths),
+            ("num_filters", num_filters),
+            ("strides", strides),
+        ):
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                 for v in values):
+                raise SpaceError(f"conv: {field} must be positive integers, got {values!r}")
+        self.num_layers = num_layers
+        self.filter_heights = tuple(filter_heights)
+        self.filter_widths = tuple(filter_widths)
+        self.num_filters = tuple(num_filters)
+        self.predict_strides = predict_strides
+        self.strides = tuple(strides)
+        self.pooling = pooling
+        self.skip_connections = skip_connections
+        super().__init__([d for i in range(num_layers) for d in self._layer(i)])
+
+    def _layer(self, i: int) -> list[Decision]:
+        p = f"L{i}."
+        out: list[Decision] = [
+            Categorical(p + "filter_height", self.filter_heights, "filter_height"),
+            Categorical(p + "filter_width", self.filter_widths, "filter_width"),
+        ]
+        if self.predict_strides:
+            out += [
+                Categorical(p + "stride_h", self.strides, "stride"),
+                Categorical(p + "stride_w", self.strides, "stride"),
+            ]
+        out.append(Categorical(p + "filters", self.num_filters, "filters"))
+        if self.pooling:
+            out.append(Categorical(p + "pool", POOL_OPTIONS, "pool"))
+        if self.skip_connections:
+            out.append(SkipSet(p + "inputs", layer=i))
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "num_layers": self.num_layers,
+            "filter_heights": list(self.filter_heights),
+            "filter_widths": list(self.filter_widths),
+            "num_filters": list(self.num_filters),
+            "predict_strides": self.predict_strides,
+            "strides": list(self.strides),
+            "pooling": self.pooling,
+            "skip_connections": self.skip_connections,
+        }
+
+    def with_layers(self, num_layers: int) -> ConvSpace:
+        """The same space at another depth (the paper's depth schedule)."""
+        return ConvSpace(**{**self.params(), "num_layers": num_layers})
+
+    def layer(self, arch: Architecture, i: int) -> dict[str, Any]:
+        """Layer ``i``'s settings with defaults filled in: what a builder needs."""
+        p = f"L{i}."
+        choices = arch.as_dict()
+        return {
+            "filter_height": choices[p + "filter_height"],
+            "filter_width": choices[p + "filter_width"],
+            "stride_h": choices.get(p + "stride_h", 1),
+            "stride_w": choices.get(p + "stride_w", 1),
+            "filters": choices[p + "filters"],
+            "pool": choices.get(p + "pool", "none"),
+            # Without predicted skips the paper's network is a plain chain.
+            "inputs": choices.get(p + "inputs", (i - 1,) if i else ()),
+        }
+
+    def describe(self, arch: Architecture) -> str:
+        arch = self.validate(arch)
+        parts = []
+        for i in range(self.num_layers):
+            lay = self.layer(arch, i)
+            text = f"{lay['filter_height']}x{lay['filter_width']}x{lay['filters']}"
+            if self.predict_strides:
+                text += f"/s{lay['stride_h']}x{lay['stride_w']}"
+            if lay["pool"] != "none":
+                text += f"+{lay['pool']}pool"
+            if self.skip_connections and i:
+                text += "<" + ",".join(map(str, lay["inputs"])) if lay["inputs"] else "<img"
+            parts.append(text)
+        return " | ".join(parts)

@@ -1,0 +1,255 @@
+"""REINFORCE on the LSTM controller (Zoph & Le 2017, section 3.2), top to bottom.
+
+    grad J ~= (1/m) sum_k sum_t grad log P(a_t | a_<t; theta) * (R_k - b)
+
+over m architectures per update, with b an exponential moving average of *earlier*
+rewards. Every trick is a named field of :class:`ReinforceConfig`; the defaults are the
+settings that won on NAS-Bench-201 (see the README's benchmark section), and
+``ReinforceConfig.paper()`` gives the paper's own settings.
+
+Metric names are fixed: ``reward/mean``, ``controller/entropy``, ``controller/baseline``,
+``controller/loss``, ``controller/grad_norm``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from nasrl.config import ConfigError
+from nasrl.controller.lstm import Controller, ControllerConfig
+from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.strategies.base import Observation, Strategy, register_strategy
+
+
+@dataclass
+class ReinforceConfig:
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    """Controller shape and sampling (paper: 2 layers x 35 units, U(-0.08, 0.08))."""
+    learning_rate: float = 6e-4
+    """Adam step size (paper: 6e-4 for CIFAR-10, 5e-4 for PTB)."""
+    batch_size: int = 5
+    """m: architectures per controller update."""
+    baseline: Literal["ema", "none"] = "ema"
+    """b: exponential moving average of earlier rewards, or none (b = 0)."""
+    baseline_decay: float = 0.95
+    """EMA decay of the baseline (paper: not given; ENAS 0.95-0.99)."""
+    reward_transform: Literal["identity", "cube"] = "cube"
+    """Applied to the evaluator's reward first (paper, CIFAR-10: accuracy cubed)."""
+    reward_clip: float | None = None
+    """If set, transformed rewards are clipped to [-reward_clip, reward_clip]."""
+    normalize_advantage: bool = False
+    """Divide R - b by a running standard deviation of R - b, so the step size does not
+    depend on the scale of the reward (it shrinks as the rewards of a region flatten)."""
+    entropy_weight: float = 0.0
+    """Bonus on the policy's entropy (ENAS: 1e-4; larger keeps exploring longer)."""
+    grad_clip: float | None = None
+    """Clip the gradient's global norm to this value."""
+    avoid_seen: bool = False
+    """Resample architectures already evaluated or in flight, so every ask spends budget on
+    something new (up to ``max_resample`` tries, then repeats are let through)."""
+    max_resample: int = 16
+    """Sampling rounds ask() tries before it lets already-seen architectures through."""
+    update_epochs: int = 1
+    """Gradient steps per batch. 1 is plain REINFORCE; more reuses the batch with PPO's
+    clipped importance ratio against the policy that sampled it (Schulman et al. 2017)."""
+    ppo_clip: float = 0.2
+    """PPO's epsilon: the ratio is clipped to [1 - eps, 1 + eps] when update_epochs > 1."""
+
+    @classmethod
+    def paper(cls) -> ReinforceConfig:
+        """Zoph & Le's settings: Adam 6e-4, EMA baseline, accuracy cubed, plain REINFORCE."""
+        return cls(learning_rate=6e-4, reward_transform="cube", baseline="ema",
+                   normalize_advantage=False, entropy_weight=0.0, avoid_seen=False,
+                   update_epochs=1)
+
+
+@register_strategy("reinforce")
+class Reinforce(Strategy):
+    config_class = ReinforceConfig
+
+    def __init__(self, space: SearchSpace, seed: int, config: ReinforceConfig | None = None) -> None:
+        super().__init__(space, seed, config)
+        cfg: ReinforceConfig = self.config
+        _check_config(cfg)
+        # Every random source comes from the seed: initial weights and sampling.
+        self.controller = Controller(space, cfg.controller, seed=seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=cfg.learning_rate)
+        self.baseline: float | None = None  # EMA of earlier batches' mean reward
+        self.num_updates = 0
+        self.adv_var: float | None = None  # EMA of (R - b)^2, for normalize_advantage
+        self.buffer: list[tuple[Architecture, float]] = []
+        self.seen: set[str] = set()  # keys of architectures evaluated or in flight
+        self.sampled_logp: dict[str, float] = {}  # log P at ask time, for PPO's ratio
+        self._metrics: dict[str, float] = {}
+
+    @property
+    def batch_size(self) -> int:
+        cfg: ReinforceConfig = self.config
+        return cfg.batch_size
+
+    # -- ask -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def ask(self, n: int) -> list[Architecture]:
+        cfg: ReinforceConfig = self.config
+        picked: list[Architecture] = []
+        logps: list[float] = []
+        rounds = 0
+        while len(picked) < n:
+            want = n - len(picked)
+            if cfg.avoid_seen:
+                # A concentrated policy mostly re-proposes what it has seen: draw more per
+                # round (8x, 16x, ... up to 512x what is missing) rather than many rounds.
+                want = max(want, 8) * 2 ** min(rounds, 6)
+            out = self.controller.sample(want, self.generator)
+            rounds += 1
+            give_up = rounds > cfg.max_resample
+            for arch, lp in zip(self.controller.decode(out.tokens), out.log_prob.tolist(),
+                                strict=True):
+                if len(picked) == n:
+                    break
+                if cfg.avoid_seen and arch.key in self.seen and not give_up:
+                    continue
+                picked.append(arch)
+                logps.append(lp)
+                if cfg.avoid_seen:
+                    self.seen.add(arch.key)
+        for arch, lp in zip(picked, logps, strict=True):
+            self.sampled_logp[arch.key] = lp
+        return picked
+
+    # -- tell ----------------------------------------------------------------------------
+    def tell(self, observations: Sequence[Observation]) -> None:
+        cfg: ReinforceConfig = self.config
+        for obs in observations:
+            self.seen.add(obs.arch.key)
+            if obs.reward is None or not math.isfinite(obs.reward):
+                self.sampled_logp.pop(obs.arch.key, None)
+                continue  # failed: counted by the caller's budget, never learned from
+            self.buffer.append((obs.arch, float(obs.reward)))
+        while len(self.buffer) >= cfg.batch_size:
+            batch, self.buffer = self.buffer[: cfg.batch_size], self.buffer[cfg.batch_size :]
+            self._update(batch)
+
+    def _transform(self, reward: float) -> float:
+        cfg: ReinforceConfig = self.config
+        r = reward**3 if cfg.reward_transform == "cube" else reward
+        if cfg.reward_clip is not None:
+            r = max(-cfg.reward_clip, min(cfg.reward_clip, r))
+        return r
+
+    def _update(self, batch: list[tuple[Architecture, float]]) -> None:
+        cfg: ReinforceConfig = self.config
+        archs = [a for a, _ in batch]
+        rewards = torch.tensor([self._transform(r) for _, r in batch])
+        mean_reward = float(rewards.mean())
+
+        # Baseline from earlier rewards only; the first batch just initializes it.
+        if cfg.baseline == "ema":
+            if self.baseline is None:
+                self.baseline = mean_reward
+                self._metrics = {"reward/mean": mean_reward, "controller/baseline": mean_reward}
+                self._forget(archs)
+                return
+            b = self.baseline
+        else:
+            b = 0.0
+        advantage = rewards - b
+        if cfg.normalize_advantage:
+            sq = float((advantage**2).mean())
+            self.adv_var = sq if self.adv_var is None else (
+                cfg.baseline_decay * self.adv_var + (1 - cfg.baseline_decay) * sq)
+            advantage = advantage / (math.sqrt(self.adv_var) + 1e-8)
+
+        tokens = self.controller.encode(archs)
+        old_logp = self._old_logp(archs, tokens)
+        loss_value, grad_norm, entropy = 0.0, 0.0, 0.0
+        for _ in range(cfg.update_epochs):
+            out = self.controller.score(tokens)
+            if cfg.update_epochs == 1:
+                pg_loss = -(advantage * out.log_prob).mean()
+            else:
+                ratio = torch.exp(out.log_prob - old_logp)
+                clipped = ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip)
+                pg_loss = -torch.min(ratio * advantage, clipped * advantage).mean()
+            loss = pg_loss - cfg.entropy_weight * out.entropy.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
+            self.optimizer.step()
+            loss_value, entropy = loss.item(), out.entropy.mean().item()
+
+        if cfg.baseline == "ema":
+            d = cfg.baseline_decay
+            self.baseline = d * b + (1 - d) * mean_reward
+        self.num_updates += 1
+        self._forget(archs)
+        self._metrics = {
+            "reward/mean": mean_reward,
+            "controller/entropy": entropy,
+            "controller/baseline": b,
+            "controller/loss": loss_value,
+            "controller/grad_norm": grad_norm,
+        }
+
+    def _old_logp(self, archs: list[Architecture], tokens: torch.Tensor) -> torch.Tensor:
+        """log P under the policy that sampled each architecture (PPO's denominator)."""
+        with torch.no_grad():
+            current = self.controller.score(tokens).log_prob
+        values = [self.sampled_logp.get(a.key, float(c)) for a, c in zip(archs, current,
+                                                                            strict=True)]
+        return torch.tensor(values)
+
+    def _forget(self, archs: list[Architecture]) -> None:
+        for a in archs:
+            self.sampled_logp.pop(a.key, None)
+
+    def metrics(self) -> dict[str, float]:
+        return dict(self._metrics)
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "controller": self.controller.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "baseline": self.baseline,
+            "adv_var": self.adv_var,
+            "num_updates": self.num_updates,
+            "buffer": [(a.to_json(), r) for a, r in self.buffer],
+            "seen": sorted(self.seen),
+            "sampled_logp": dict(self.sampled_logp),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.controller.load_state_dict(state["controller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.baseline = state["baseline"]
+        self.adv_var = state["adv_var"]
+        self.num_updates = int(state["num_updates"])
+        self.buffer = [(self.space.validate(Architecture.from_json(a)), float(r))
+                       for a, r in state["buffer"]]
+        self.seen = set(state["seen"])
+        self.sampled_logp = {str(k): float(v) for k, v in state["sampled_logp"].items()}
+
+
+def _check_config(cfg: ReinforceConfig) -> None:
+    if cfg.batch_size < 1:
+        raise ConfigError("reinforce.batch_size must be >= 1")
+    if cfg.learning_rate <= 0:
+        raise ConfigError("reinforce.learning_rate must be > 0")
+    if not 0 <= cfg.baseline_decay < 1:
+        raise ConfigError("reinforce.baseline_decay must be in [0, 1)")
+    if cfg.update_epochs < 1:
+        raise ConfigError("reinforce.update_epochs must be >= 1")
+    if cfg.reward_clip is not None and cfg.reward_clip <= 0:
+        raise ConfigError("reinforce.reward_clip must be > 0")
+    if cfg.controller.temperature <= 0:
+        raise ConfigError("reinforce.controller.temperature must be > 0")

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from nasrl.controller import Controller, ControllerConfig
+from nasrl.spaces import ConvSpace, get_space, list_spaces
+
+TINY_CONV = ConvSpace(num_layers=3, filter_heights=(1, 3), filter_widths=(3, 5), num_filters=(8,))
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_sample_shapes_and_validity(name: str) -> None:
+    space = get_space(name)
+    ctrl = Controller(space)
+    out = ctrl.sample(7, torch.Generator().manual_seed(0))
+    assert out.tokens.shape == (7, space.num_tokens)
+    assert out.log_prob.shape == (7,) and out.entropy.shape == (7,)
+    assert torch.all(out.log_prob < 0) and torch.all(out.entropy > 0)
+    for arch in ctrl.decode(out.tokens):
+        assert space.validate(arch) == arch
+
+
+@pytest.mark.parametrize(
+    "space",
+    [get_space("nb201"), ConvSpace(num_layers=5, predict_strides=True, pooling=True)],
+    ids=["nb201", "conv-v3"],
+)
+@pytest.mark.parametrize("cfg", [ControllerConfig(), ControllerConfig(temperature=2.0,
+                                                                      tanh_constant=2.5)])
+def test_log_prob_of_a_sample_equals_its_score(space, cfg) -> None:  # type: ignore[no-untyped-def]
+    ctrl = Controller(space, cfg, seed=3)
+    out = ctrl.sample(16, torch.Generator().manual_seed(1))
+    scored = ctrl.score(out.tokens)
+    torch.testing.assert_close(out.log_prob, scored.log_prob)
+    torch.testing.assert_close(out.entropy, scored.entropy)
+    # and scoring the architectures (not the raw tokens) gives the same numbers
+    again = ctrl.score(ctrl.encode(ctrl.decode(out.tokens)))
+    torch.testing.assert_close(out.log_prob, again.log_prob)
+
+
+def test_probabilities_of_all_architectures_sum_to_one() -> None:
+    # A proper distribution over the whole space, skip-set Bernoullis included.
+    space = TINY_CONV
+    ctrl = Controller(space, ControllerConfig(init_range=0.5), seed=0)
+    per_layer = [list(itertools.product((1, 3), (3, 5))) for _ in range(3)]
+    archs = []
+    for layers in itertools.product(*per_layer):
+        for skips in itertools.product([()], [(), (0,)], [(), (0,), (1,), (0, 1)]):
+            choices = {}
+            for i, ((fh, fw), inp) in enumerate(zip(layers, skips, strict=True)):
+                choices.update({f"L{i}.filter_height": fh, f"L{i}.filter_width": fw,
+                                f"L{i}.filters": 8, f"L{i}.inputs": inp})
+            archs.append(space.make(choices))
+    assert len(archs) == space.size()
+    with torch.no_grad():
+        total = ctrl.score(ctrl.encode(archs)).log_prob.exp().sum()
+    assert abs(float(total) - 1.0) < 1e-4
+
+
+def test_sampling_frequencies_match_the_scored_probabilities() -> None:
+    space = TINY_CONV
+    ctrl = Controller(space, ControllerConfig(init_range=0.6), seed=1)
+    with torch.no_grad():
+        out = ctrl.sample(20000, torch.Generator().manual_seed(0))
+    rows, counts = np.unique(out.tokens.numpy(), axis=0, return_counts=True)
+    top = counts.argmax()
+    with torch.no_grad():
+        p = float(ctrl.score(torch.as_tensor(rows[top : top + 1])).log_prob.exp())
+    freq = counts[top] / 20000
+    assert abs(freq - p) < 4 * np.sqrt(p * (1 - p) / 20000) + 1e-3
+
+
+def test_anchor_attention_receives_gradient() -> None:
+    space = ConvSpace(num_layers=4)
+    ctrl = Controller(space, seed=0)
+    out = ctrl.sample(8, torch.Generator().manual_seed(0))
+    out.log_prob.sum().backward()
+    for p in (ctrl.w_prev.weight, ctrl.w_curr.weight, ctrl.v.weight):
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0
+
+
+def test_skip_probability_is_the_papers_formula() -> None:
+    space = ConvSpace(num_layers=2, filter_heights=(3,), filter_widths=(3,), num_filters=(8,))
+    ctrl = Controller(space, seed=0)
+    # All categorical decisions have one option, so log P(arch) = log P(skip flag).
+    with torch.no_grad():
+        lp_skip = ctrl.score(torch.tensor([[0, 0, 0, 0, 0, 0, 1]])).log_prob
+        # recompute by hand: walk the LSTM to both anchors
+        hidden = ctrl.config.hidden_size
+        state = [(torch.zeros(1, hidden), torch.zeros(1, hidden)) for _ in ctrl.cells]
+        x = ctrl.go
+        anchors = []
+        for d in space.decisions:
+            h = ctrl._step(x, state)
+            if d.kind == "anchor":
+                anchors.append(h)
+                x = ctrl.go
+            else:
+                x = ctrl.embeddings[d.kind](torch.tensor([0]))
+        p = torch.sigmoid(ctrl.v(torch.tanh(ctrl.w_prev(anchors[0]) + ctrl.w_curr(anchors[1]))))
+    torch.testing.assert_close(lp_skip.exp(), p.reshape(1))
+
+
+def test_initialization_and_seed() -> None:
+    space = get_space("nb201")
+    a, b = Controller(space, seed=5), Controller(space, seed=5)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+        assert float(pa.detach().abs().max()) <= 0.08
+    assert not torch.equal(next(Controller(space, seed=6).parameters()), next(a.parameters()))
+    assert len(a.cells) == 2 and a.cells[0].hidden_size == 35
+
+
+def test_temperature_and_tanh_constant_shape_the_distribution() -> None:
+    space = get_space("nb201")
+    base = Controller(space, ControllerConfig(init_range=1.0), seed=0)
+    hot = Controller(space, ControllerConfig(init_range=1.0, temperature=5.0), seed=0)
+    squashed = Controller(space, ControllerConfig(init_range=1.0, tanh_constant=0.1), seed=0)
+    tokens = base.sample(64, torch.Generator().manual_seed(0)).tokens
+    with torch.no_grad():
+        e0, e1, e2 = (c.score(tokens).entropy.mean() for c in (base, hot, squashed))
+    assert e1 > e0 and e2 > e0
+    assert float(e2) == pytest.approx(6 * np.log(5), rel=5e-3)  # |logits| <= 0.1: ~uniform
+
+
+def test_a_controller_follows_a_deeper_space() -> None:
+    ctrl = Controller(ConvSpace(num_layers=6), seed=0)
+    n_params = sum(p.numel() for p in ctrl.parameters())
+    ctrl.use_space(ConvSpace(num_layers=8))
+    out = ctrl.sample(3, torch.Generator().manual_seed(0))
+    assert out.tokens.shape[1] == ConvSpace(num_layers=8).num_tokens
+    assert sum(p.numel() for p in ctrl.parameters()) == n_params
+    with pytest.raises(ValueError, match="unknown kind"):
+        ctrl.use_space(ConvSpace(num_layers=8, predict_strides=True))
