@@ -136,3 +136,44 @@ def test_a_controller_follows_a_deeper_space() -> None:
     assert sum(p.numel() for p in ctrl.parameters()) == n_params
     with pytest.raises(ValueError, match="unknown kind"):
         ctrl.use_space(ConvSpace(num_layers=8, predict_strides=True))
+
+
+def test_sampling_without_replacement_enumerates_the_space() -> None:
+    from nasrl.controller.unique import sample_unseen
+
+    space = TINY_CONV  # 512 architectures
+    ctrl = Controller(space, ControllerConfig(init_range=1.0), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    seen: list[list[int]] = []
+    while len(seen) < space.size():
+        drawn = sample_unseen(ctrl, seen, 128, gen)
+        with torch.no_grad():
+            scores = ctrl.score(torch.tensor([row for row, _ in drawn])).log_prob.tolist()
+        for (row, logp), score in zip(drawn, scores, strict=True):
+            assert row not in seen
+            assert logp == pytest.approx(score, abs=1e-5)
+            seen.append(row)
+    assert len({tuple(r) for r in seen}) == space.size()
+    # exhausted: repeats are let through rather than hanging
+    assert len(sample_unseen(ctrl, seen, 3, gen)) == 3
+
+
+def test_sampling_without_replacement_follows_the_conditional_policy() -> None:
+    from nasrl.controller.unique import sample_unseen
+
+    space = get_space("nb201")
+    ctrl = Controller(space, ControllerConfig(init_range=1.0), seed=2)
+    with torch.no_grad():
+        mode = ctrl.sample(4000, torch.Generator().manual_seed(0)).tokens
+    rows, counts = np.unique(mode.numpy(), axis=0, return_counts=True)
+    top = rows[counts.argmax()].tolist()
+    # with the mode seen, the next draw is the policy renormalised over the rest
+    draws = [tuple(sample_unseen(ctrl, [top], 1, torch.Generator().manual_seed(s))[0][0])
+             for s in range(300)]
+    assert tuple(top) not in draws
+    second = rows[np.argsort(counts)[-2]].tolist()
+    with torch.no_grad():
+        lp = ctrl.score(torch.tensor([top, second])).log_prob.exp()
+    expected = float(lp[1] / (1 - lp[0]))
+    freq = draws.count(tuple(second)) / 300
+    assert abs(freq - expected) < 4 * np.sqrt(expected * (1 - expected) / 300) + 0.01

@@ -99,7 +99,7 @@ def test_architecture_is_canonical_whatever_the_order() -> None:
     assert a.to_json() == '{"choices":{"a":[2,0],"b":1},"space":"toy"}'
 
 
-GOLDEN = '{"choices":{"edge_1_0":"nor_conv_3x3","edge_2_0":"nor_conv_3x3","edge_2_1":"nor_conv_3x3","edge_3_0":"skip_connect","edge_3_1":"nor_conv_1x1","edge_3_2":"nor_conv_3x3"},"space":"nb201"}'  # noqa: E501
+GOLDEN = '{"choices":{"edge_1_0":"nor_conv_3x3","edge_2_0":"nor_conv_3x3","edge_2_1":"nor_conv_3x3","edge_3_0":"skip_connect","edge_3_1":"nor_conv_1x1","edge_3_2":"nor_conv_3x3"},"space":"nb201"}'
 
 
 def test_hash_is_stable_across_processes() -> None:

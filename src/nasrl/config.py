@@ -38,11 +38,11 @@ def build(cls: type[T], values: Mapping[str, Any] | None = None, prefix: str = "
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key {prefix + key!r} (known: {known})")
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if isinstance(value, hint):
                 kwargs[key] = value
             elif isinstance(value, Mapping):
-                kwargs[key] = build(hint, value, prefix + key + ".")  # type: ignore[type-var]
+                kwargs[key] = build(hint, value, prefix + key + ".")
             else:
                 raise ConfigError(f"config key {prefix + key!r} must be a table of settings")
         else:

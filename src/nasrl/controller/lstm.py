@@ -19,7 +19,7 @@ sampled architecture is by construction the score of that architecture.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +53,12 @@ class ControllerOutput:
     """(n,) log-probability of each whole architecture."""
     entropy: Tensor
     """(n,) sum over decisions of each decision's entropy (given the earlier ones)."""
+    token_log_prob: Tensor
+    """(n, num_tokens) log-probability of each token given the ones before it."""
+
+
+Picker = Callable[[int, Tensor], Tensor]
+"""pick(token position, log-probabilities (n, k)) -> chosen tokens (n,)."""
 
 
 class Controller(nn.Module):
@@ -98,6 +104,10 @@ class Controller(nn.Module):
         """Sample ``n`` architectures (with gradient unless called under ``no_grad``)."""
         return self._walk(n, None, generator)
 
+    def sample_with(self, n: int, pick: Picker) -> ControllerOutput:
+        """Sample with a custom token chooser (e.g. sampling without replacement)."""
+        return self._walk(n, None, None, pick)
+
     def score(self, tokens: Tensor) -> ControllerOutput:
         """Log-probabilities and entropies of given token sequences (teacher forcing)."""
         if tokens.dim() != 2 or tokens.shape[1] != self.space.num_tokens:
@@ -127,57 +137,65 @@ class Controller(nn.Module):
             x = h
         return x
 
-    def _walk(self, n: int, forced: Tensor | None, gen: torch.Generator | None) -> ControllerOutput:
+    def _walk(
+        self, n: int, forced: Tensor | None, gen: torch.Generator | None,
+        pick: Picker | None = None,
+    ) -> ControllerOutput:
+        """One pass over the decisions; every token goes through ``choose``.
+
+        ``choose(pos, logp)`` gets the log-probabilities (n, k) of token ``pos``'s k values
+        -- a skip flag is a 2-way choice (absent, present) -- and returns the tokens (n,).
+        """
         hidden = self.config.hidden_size
         zeros = self.go.new_zeros(n, hidden)
         state = [(zeros, zeros) for _ in self.cells]
         x = self.go.expand(n, hidden)
-        log_prob = self.go.new_zeros(n)
         entropy = self.go.new_zeros(n)
+        token_logp: list[Tensor] = []
         anchors: list[Tensor] = []  # hidden state at each earlier anchor
         anchors_w: list[Tensor] = []  # W_prev h_j, computed once per anchor
         out: list[Tensor] = []
+
+        def choose(pos: int, logp: Tensor) -> Tensor:
+            if forced is not None:
+                tok = forced[:, pos]
+            elif pick is not None:
+                tok = pick(pos, logp.detach())
+            else:
+                tok = torch.multinomial(logp.detach().exp(), 1, generator=gen).squeeze(1)
+            token_logp.append(logp.gather(1, tok[:, None]).squeeze(1))
+            out.append(tok)
+            return tok
+
         pos = 0
         for d in self.space.decisions:
             h = self._step(x, state)
             if isinstance(d, Categorical):
-                logits = self._squash(self.heads[d.kind](h))
-                logp_all = F.log_softmax(logits, dim=-1)
-                if forced is None:
-                    tok = torch.multinomial(logp_all.detach().exp(), 1, generator=gen).squeeze(1)
-                else:
-                    tok = forced[:, pos]
-                log_prob = log_prob + logp_all.gather(1, tok[:, None]).squeeze(1)
+                logp_all = F.log_softmax(self._squash(self.heads[d.kind](h)), dim=-1)
                 entropy = entropy - (logp_all.exp() * logp_all).sum(1)
-                x = self.embeddings[d.kind](tok)
-                out.append(tok[:, None])
+                x = self.embeddings[d.kind](choose(pos, logp_all))
             else:
                 if d.layer == 0:
                     x = self.go.expand(n, hidden)
                 else:
                     query = torch.tanh(torch.stack(anchors_w, 1) + self.w_curr(h)[:, None, :])
                     logit = self._squash(self.v(query).squeeze(-1))  # (n, layer)
-                    if forced is None:
-                        u = torch.rand(logit.shape, generator=gen, device=logit.device)
-                        flags = (u < torch.sigmoid(logit.detach())).long()
-                    else:
-                        flags = forced[:, pos : pos + d.layer]
+                    # one Bernoulli per earlier layer: log P(absent), log P(present)
+                    pair = torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
+                    entropy = entropy - (pair.exp() * pair).sum((1, 2))
+                    flags = torch.stack([choose(pos + j, pair[:, j]) for j in range(d.layer)], 1)
                     chosen = flags.to(logit.dtype)
-                    log_prob = log_prob + (
-                        chosen * F.logsigmoid(logit) + (1 - chosen) * F.logsigmoid(-logit)
-                    ).sum(1)
-                    p = torch.sigmoid(logit)
-                    entropy = entropy + (
-                        -p * F.logsigmoid(logit) - (1 - p) * F.logsigmoid(-logit)
-                    ).sum(1)
                     x = (chosen[:, :, None] * torch.stack(anchors, 1)).sum(1)
                     x = x / (1.0 + chosen.sum(1, keepdim=True))
-                    out.append(flags)
                 anchors.append(h)
                 anchors_w.append(self.w_prev(h))
             pos += d.num_tokens
-        tokens = torch.cat(out, 1) if out else torch.zeros(n, 0, dtype=torch.long)
-        return ControllerOutput(tokens=tokens, log_prob=log_prob, entropy=entropy)
+        if out:
+            tokens, per_token = torch.stack(out, 1), torch.stack(token_logp, 1)
+        else:
+            tokens, per_token = torch.zeros(n, 0, dtype=torch.long), self.go.new_zeros(n, 0)
+        return ControllerOutput(tokens=tokens, log_prob=per_token.sum(1), entropy=entropy,
+                                token_log_prob=per_token)
 
 
 def _categorical_kinds(space: SearchSpace) -> dict[str, int]:

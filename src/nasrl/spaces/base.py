@@ -107,7 +107,7 @@ class SkipSet:
 
     @property
     def size(self) -> int:
-        return 2**self.layer
+        return int(2**self.layer)
 
     def validate(self, value: Any) -> tuple[int, ...]:
         if isinstance(value, str | bytes) or not isinstance(value, Iterable):
@@ -264,6 +264,13 @@ class SearchSpace:
     @property
     def num_tokens(self) -> int:
         return sum(d.num_tokens for d in self.decisions)
+
+    def token_arities(self) -> list[int]:
+        """How many values each token position can take (a skip flag: 2)."""
+        out: list[int] = []
+        for d in self.decisions:
+            out += [d.size] if isinstance(d, Categorical) else [2] * d.layer
+        return out
 
     def size(self) -> int:
         """Number of distinct architectures (exact integer)."""

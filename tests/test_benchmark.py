@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nasrl.benchmark import run_tabular, summarize
+from nasrl.errors import NasrlError
+from nasrl.evaluators import TabularEvaluator
+from nasrl.spaces.nb201 import NB201Space
+from nasrl.strategies import make_strategy
+
+
+def test_table_loads_with_the_known_facts(nb201_table: TabularEvaluator) -> None:
+    assert len(nb201_table) == 15625 == NB201Space().size()
+    best = nb201_table.best
+    assert best.index == 13714
+    assert best.val_acc == pytest.approx(84.892, abs=1e-3)
+    assert best.test_acc == pytest.approx(89.03)
+    result = nb201_table.evaluate(best.arch, seed=0)
+    assert result.ok and result.reward == pytest.approx(0.84892, abs=1e-5)
+    assert result.metrics["test_acc"] == pytest.approx(89.03)
+
+
+def test_budget_counts_distinct_architectures(nb201_table: TabularEvaluator) -> None:
+    trace = run_tabular(make_strategy("random", nb201_table.space, 0), nb201_table, 40)
+    assert len(trace.best_val) == 40
+    assert trace.best_val == sorted(trace.best_val)
+    # a strategy stuck on one architecture spends one evaluation, then repeats are free
+    stuck = make_strategy("random", nb201_table.space, 0)
+    arch = stuck.ask(1)[0]
+    stuck.ask = lambda n: [arch] * n  # type: ignore[method-assign]
+    trace = run_tabular(stuck, nb201_table, 10)
+    assert len(trace.best_val) == 1 and trace.proposals == 10 * 50
+
+
+def test_summary_reports_per_seed_values(nb201_table: TabularEvaluator) -> None:
+    traces = [run_tabular(make_strategy(s, nb201_table.space, seed), nb201_table, 60)
+              for s in ("random", "evolution") for seed in (0, 1)]
+    summary = summarize(traces, 60)
+    assert summary["checkpoints"] == [50, 60]
+    cp = summary["strategies"]["random"]["checkpoints"]["50"]
+    assert cp["val_acc"] == [traces[0].best_val[49], traces[1].best_val[49]]
+    assert len(summary["strategies"]["evolution"]["found_best_at"]) == 2
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_bad_tables_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(NasrlError, match="missing column 'test_acc'"):
+        TabularEvaluator(_write(tmp_path / "a.csv", "index,arch,val_acc\n"))
+    good = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    with pytest.raises(NasrlError, match="line 2: bad row"):
+        TabularEvaluator(_write(tmp_path / "b.csv", f"index,arch,val_acc,test_acc\n0,{good},x,1\n"))
+    with pytest.raises(NasrlError, match="line 2: bad row"):
+        TabularEvaluator(_write(tmp_path / "c.csv", "index,arch,val_acc,test_acc\n0,|x~0|,1,1\n"))
+    with pytest.raises(NasrlError, match="no rows"):
+        TabularEvaluator(_write(tmp_path / "d.csv", "index,arch,val_acc,test_acc\n"))
+    with pytest.raises(NasrlError, match="cannot read"):
+        TabularEvaluator(tmp_path / "missing.csv")
+
+
+def nasrl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nasrl", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_benchmark_command_writes_json_and_plot(nb201_table_path: Path, tmp_path: Path) -> None:
+    out = nasrl("benchmark", "nb201", "--budget", "60", "--seeds", "3", "--jobs", "2",
+                "--table", str(nb201_table_path), "--out", str(tmp_path),
+                "--set", "evolution.population_size=20")
+    assert out.returncode == 0, out.stderr
+    assert "reinforce" in out.stdout and "found best" in out.stdout
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    assert set(data["strategies"]) == {"reinforce", "random", "evolution"}
+    assert len(data["strategies"]["reinforce"]["checkpoints"]["60"]["val_acc"]) == 3
+    assert data["configs"]["evolution"]["population_size"] == 20
+    assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_benchmark_is_independent_of_the_number_of_jobs(nb201_table_path: Path) -> None:
+    from nasrl.benchmark import run_benchmark
+
+    one = run_benchmark(nb201_table_path, ["reinforce"], [0, 1], 30, jobs=1)
+    two = run_benchmark(nb201_table_path, ["reinforce"], [0, 1], 30, jobs=2)
+    assert [t.best_val for t in one] == [t.best_val for t in two]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["benchmark", "nb201", "--strategies", "reinforce,ppo9"], "unknown strategy 'ppo9'"),
+        (["benchmark", "nb201", "--budget", "0"], "--budget"),
+        (["benchmark", "nb999"], "invalid choice"),
+        (["benchmark", "nb201", "--table", "/nonexistent/t.csv"], "file not found"),
+        (["benchmark", "nb201", "--set", "reinforce.lr=1", "--table", "{table}"],
+         "unknown config key 'reinforce.lr'"),
+        (["benchmark", "nb201", "--set", "random", "--table", "{table}"], "key=value"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str,
+                                          nb201_table_path: Path) -> None:
+    out = nasrl(*[a.replace("{table}", str(nb201_table_path)) for a in args])
+    assert out.returncode == 2
+    assert needle in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
