@@ -22,7 +22,8 @@ EXIT_BAD_INPUT = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, exit 2, like every other bad input
-        raise NasrlError(f"{self.prog}: {message}")
+        # name the subcommand ("nasrl benchmark: ..."); the top level is named by main()
+        raise NasrlError(f"{self.prog}: {message}" if " " in self.prog else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
