@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,3 @@ def plot_curves(traces: Sequence[RunTrace], budget: int, path: Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def trace_dict(trace: RunTrace) -> dict[str, Any]:
-    return asdict(trace)
