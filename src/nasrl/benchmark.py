@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nasrl.evaluators.tabular import TabularEvaluator
+from nasrl.spaces.nb201 import NB201Space
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 
 DEFAULT_CHECKPOINTS = (50, 100, 200, 500)
@@ -103,7 +104,7 @@ def run_benchmark(
 ) -> list[RunTrace]:
     configs = configs or {}
     for name in strategies:  # fail fast on a bad name or config, before starting workers
-        make_strategy(name, _space(), 0, configs.get(name, {}))
+        make_strategy(name, NB201Space(), 0, configs.get(name, {}))
     tasks = [(name, seed, budget, dict(configs.get(name, {}))) for name in strategies
              for seed in seeds]
     jobs = max(1, jobs or os.cpu_count() or 1)
@@ -116,12 +117,6 @@ def run_benchmark(
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(str(table_path),)) as pool:
         return list(pool.map(_run_one, tasks, chunksize=max(1, len(tasks) // (jobs * 8))))
-
-
-def _space() -> Any:
-    from nasrl.spaces.nb201 import NB201Space
-
-    return NB201Space()
 
 
 # -- summary -----------------------------------------------------------------------------

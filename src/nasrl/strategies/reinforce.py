@@ -158,11 +158,12 @@ class Reinforce(Strategy):
             advantage = advantage / (math.sqrt(self.adv_var) + 1e-8)
 
         tokens = self.controller.encode(archs)
-        old_logp = self._old_logp(archs, tokens)
+        # PPO's denominator; plain REINFORCE (one epoch) needs no second scoring pass
+        old_logp = self._old_logp(archs, tokens) if cfg.update_epochs > 1 else None
         loss_value, grad_norm, entropy = 0.0, 0.0, 0.0
         for _ in range(cfg.update_epochs):
             out = self.controller.score(tokens)
-            if cfg.update_epochs == 1:
+            if old_logp is None:
                 pg_loss = -(advantage * out.log_prob).mean()
             else:
                 ratio = torch.exp(out.log_prob - old_logp)
