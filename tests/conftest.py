@@ -25,3 +25,8 @@ def nb201_table(nb201_table_path: Path):  # type: ignore[no-untyped-def]
     from nasrl.evaluators import TabularEvaluator
 
     return TabularEvaluator(nb201_table_path)
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    return shared_file("fashion-mnist", "train-images-idx3-ubyte.gz").parent

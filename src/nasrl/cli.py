@@ -50,7 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="STRATEGY.KEY=VALUE",
                        help="override a strategy setting, e.g. reinforce.learning_rate=0.01")
+    _add_train_parser(sub)
     return parser
+
+
+def _add_train_parser(sub: Any) -> None:
+    train = sub.add_parser("train", help="train one architecture on real data and report test accuracy")
+    train.add_argument("--arch", required=True,
+                       help="architecture: a JSON file, inline JSON, or the space's text form "
+                            "(e.g. an nb201 cell string)")
+    train.add_argument("--space", default=None,
+                       help="space of the architecture (default: the one its JSON names)")
+    train.add_argument("--space-param", dest="space_params", action="append", default=[],
+                       metavar="KEY=VALUE", help="space parameter, e.g. predict_strides=true")
+    train.add_argument("--dataset", default="digits",
+                       help="digits | fashion-mnist | cifar10 (default: %(default)s)")
+    train.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
+    train.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: 10)")
+    train.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: 128)")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.05)")
+    train.add_argument("--seed", type=int, default=0, help="seed for weights, split, order (default: 0)")
+    train.add_argument("--final", action="store_true",
+                       help="train on train + validation, as for a final model (no per-epoch validation)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="any training setting, e.g. label_smoothing=0.1 or schedule=step")
+    train.add_argument("--build", dest="build_options", action="append", default=[], metavar="KEY=VALUE",
+                       help="model builder option, e.g. channels=16 for nb201")
+    train.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    train.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    train.add_argument("--save", action="store_true",
+                       help="write the weights (state_dict) and a results JSON next to the architecture file")
 
 
 def _positive_int(text: str) -> int:
@@ -117,7 +146,74 @@ def _resolved_configs(names: Sequence[str], configs: dict[str, dict[str, Any]]) 
     return {n: to_dict(build(strategy_class(n).config_class, configs.get(n, {}))) for n in names}
 
 
-COMMANDS = {"benchmark": cmd_benchmark}
+def _assignments(items: Sequence[str]) -> dict[str, Any]:
+    return dict(parse_assignment(item) for item in items)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from nasrl.config import build
+    from nasrl.data import load_images
+    from nasrl.spaces.io import architecture_document, read_architecture
+    from nasrl.training import TrainConfig, TrainResult, train_architecture
+
+    space, arch = read_architecture(args.arch, args.space, _assignments(args.space_params))
+    values = _assignments(args.overrides)
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                       ("learning_rate", args.lr)):
+        if value is not None:
+            values[key] = value
+    config = build(TrainConfig, values)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_images(args.dataset, data_dir=args.data_dir, seed=args.seed)
+    if args.final:
+        data = data.for_final_training()
+    print(f"nasrl train: {space.name} {space.describe(arch)}", flush=True)
+    print(f"  {args.dataset}: {len(data.train_x)} train, {len(data.test_x)} test"
+          f"{'' if args.final else f', {len(data.val_x)} validation'}; {config.epochs} epochs", flush=True)
+
+    def report(epoch: int, res: TrainResult) -> None:
+        val = f"  val {100 * res.val_acc[-1]:.2f}%" if res.val_acc else ""
+        print(f"  epoch {epoch + 1:3d}/{config.epochs}  loss {res.train_loss[-1]:.4f}{val}"
+              f"  {res.wall_time:7.1f}s", flush=True)
+
+    result, model = train_architecture(space, arch, data, config, seed=args.seed, device=args.device,
+                                       test=True, validate=not args.final, on_epoch=report,
+                                       build_options=_assignments(args.build_options))
+    if not result.ok:
+        print(f"nasrl train: training failed: {result.error}", file=sys.stderr)
+        return 1
+    assert result.test_acc is not None
+    print(f"test accuracy {100 * result.test_acc:.2f}%  ({result.params:,} parameters, "
+          f"{result.macs / 1e6:.1f}M MACs, {result.wall_time:.1f}s)")
+    if args.save and model is not None:
+        _save_trained(args, space, arch, model, result, config, architecture_document)
+    return 0
+
+
+def _save_trained(args: argparse.Namespace, space: Any, arch: Any, model: Any, result: Any,
+                  config: Any, document: Any) -> None:
+    import dataclasses
+    import json
+
+    import torch
+
+    source = Path(args.arch).expanduser()
+    stem = source.with_suffix("") if source.is_file() else Path(f"arch-{arch.key}")
+    weights, record = stem.with_name(stem.name + ".pt"), stem.with_name(stem.name + ".train.json")
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    record.write_text(json.dumps({
+        "architecture": document(space, arch), "dataset": args.dataset, "seed": args.seed,
+        "final": args.final, "training": dataclasses.asdict(config), "test_acc": result.test_acc,
+        "val_acc": result.val_acc, "params": result.params, "macs": result.macs,
+        "wall_time": result.wall_time, "version": __version__,
+    }, indent=2) + "\n")
+    print(f"wrote {weights} and {record}")
+
+
+COMMANDS = {"benchmark": cmd_benchmark, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,3 +35,45 @@ def find_file(
             return path
     tried = ", ".join(str(Path(loc).expanduser()) for loc in locations)
     raise NasrlError(f"{what}: {filename} not found; pass its path or set ${env} (looked in {tried})")
+
+
+def find_data_dir(
+    what: str, required: Sequence[Sequence[str]], explicit: str | os.PathLike[str] | None,
+    env: str, locations: Sequence[str | os.PathLike[str]],
+) -> Path | None:
+    """The first directory holding every required file, or None when no candidate has them.
+
+    ``required`` lists, per file, the names it may have (e.g. compressed or not). An
+    explicit directory or an environment variable that lacks a file is an error naming it;
+    standard locations are only candidates.
+    """
+
+    def missing(folder: Path) -> str | None:
+        for names in required:
+            if not any((folder / name).is_file() for name in names):
+                return names[0]
+        return None
+
+    for given, label in ((explicit, "directory"), (os.environ.get(env) or None, f"${env}")):
+        if given is None:
+            continue
+        folder = Path(given).expanduser()
+        if not folder.is_dir():
+            raise NasrlError(f"{what}: {label} {folder} does not exist")
+        lacking = missing(folder)
+        if lacking:
+            raise NasrlError(f"{what}: {lacking} not found in {folder}")
+        return folder
+    for loc in locations:
+        folder = Path(loc).expanduser()
+        if folder.is_dir() and missing(folder) is None:
+            return folder
+    return None
+
+
+def pick(folder: Path, names: Sequence[str]) -> Path:
+    """The first of ``names`` present in ``folder`` (find_data_dir checked one is)."""
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise NasrlError(f"{names[0]} not found in {folder}")

@@ -2,5 +2,6 @@
 
 from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.evaluators.tabular import TabularEvaluator, find_nb201_table
+from nasrl.evaluators.training import TrainingEvaluator
 
-__all__ = ["EvalResult", "Evaluator", "TabularEvaluator", "find_nb201_table"]
+__all__ = ["EvalResult", "Evaluator", "TabularEvaluator", "TrainingEvaluator", "find_nb201_table"]

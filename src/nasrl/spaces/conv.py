@@ -14,6 +14,7 @@ serves every depth.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from nasrl.spaces.base import Architecture, Categorical, Decision, SearchSpace, SkipSet, SpaceError
@@ -88,6 +89,21 @@ class ConvSpace(SearchSpace):
             "skip_connections": self.skip_connections,
         }
 
+    @classmethod
+    def infer_params(cls, choices: dict[str, Any]) -> dict[str, Any]:
+        """Space parameters implied by a hand-written architecture's choices.
+
+        Depth and the optional decisions come from the keys; option sets stay the paper's
+        (other values need explicit space parameters, so a typo is not a new space).
+        """
+        layers = {key.split(".", 1)[0] for key in choices if key.startswith("L")}
+        return {
+            "num_layers": len(layers),
+            "predict_strides": "L0.stride_h" in choices,
+            "pooling": "L0.pool" in choices,
+            "skip_connections": "L0.inputs" in choices,
+        }
+
     def with_layers(self, num_layers: int) -> ConvSpace:
         """The same space at another depth (the paper's depth schedule)."""
         return ConvSpace(**{**self.params(), "num_layers": num_layers})
@@ -121,3 +137,22 @@ class ConvSpace(SearchSpace):
                 text += "<" + ",".join(map(str, lay["inputs"])) if lay["inputs"] else "<img"
             parts.append(text)
         return " | ".join(parts)
+
+
+@dataclass(frozen=True)
+class DepthSchedule:
+    """Depth as a function of architectures sampled so far: the paper starts at 6 layers and
+    adds 2 every 1,600 (``DepthSchedule(6, 2, 1600)``), optionally capped at ``maximum``."""
+
+    start: int = 6
+    step: int = 2
+    every: int = 1600
+    maximum: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start < 1 or self.step < 0 or self.every < 1:
+            raise SpaceError("depth schedule: start >= 1, step >= 0 and every >= 1 are required")
+
+    def depth_at(self, sampled: int) -> int:
+        depth = self.start + self.step * (sampled // self.every)
+        return depth if self.maximum is None else min(depth, self.maximum)

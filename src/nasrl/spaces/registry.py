@@ -30,13 +30,17 @@ def list_spaces() -> list[str]:
     return sorted(_SPACES)
 
 
-def get_space(name: str, **params: Any) -> SearchSpace:
-    """Build a registered space; unknown names and parameters are :class:`SpaceError`."""
+def space_factory(name: str) -> SpaceFactory:
     try:
-        factory = _SPACES[name]
+        return _SPACES[name]
     except KeyError:
         known = ", ".join(list_spaces())
         raise SpaceError(f"unknown space {name!r} (known: {known})") from None
+
+
+def get_space(name: str, **params: Any) -> SearchSpace:
+    """Build a registered space; unknown names and parameters are :class:`SpaceError`."""
+    factory = space_factory(name)
     accepted = inspect.signature(factory).parameters
     for key in params:
         if key not in accepted:

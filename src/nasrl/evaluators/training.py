@@ -1,0 +1,48 @@
+"""Real child training as an evaluator: build the architecture, train it, return the reward.
+
+The dataset is loaded lazily, once per process, so an evaluator pickles small and each
+pool or Ray worker reads the data itself.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from nasrl.data.images import ImageData, load_images
+from nasrl.evaluators.base import EvalResult, Evaluator
+from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.training import TrainConfig, train_architecture
+
+
+class TrainingEvaluator(Evaluator):
+    def __init__(self, space: SearchSpace, dataset: str = "digits", *, config: TrainConfig | None = None,
+                 data_dir: str | os.PathLike[str] | None = None, data_seed: int = 0, device: str = "auto",
+                 build_options: dict[str, Any] | None = None) -> None:
+        self.space = space
+        self.dataset = dataset
+        self.config = config or TrainConfig()
+        self.data_dir = None if data_dir is None else str(data_dir)
+        self.data_seed = data_seed
+        self.device = device
+        self.build_options = dict(build_options or {})
+        self._data: ImageData | None = None
+
+    def data(self) -> ImageData:
+        if self._data is None:
+            self._data = load_images(self.dataset, data_dir=self.data_dir, seed=self.data_seed)
+        return self._data
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_data"] = None  # workers load their own copy rather than receive it pickled
+        return state
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        result, _ = train_architecture(self.space, arch, self.data(), self.config, seed=seed,
+                                       device=self.device, build_options=self.build_options)
+        metrics = result.metrics()
+        if result.val_acc:
+            metrics["val_acc_max_last"] = max(result.val_acc[-self.config.reward_window:])
+        return EvalResult("complete" if result.ok else "failed", result.reward, metrics,
+                          cost=result.wall_time, error=result.error)

@@ -1,0 +1,121 @@
+"""The paper's convolutional child network, built from a ``conv`` architecture.
+
+Rules (Zoph & Le 2017, section 3.3 and appendix):
+
+* each layer is a convolution (filter height x width, filters, stride) followed by batch
+  norm and ReLU, optionally followed by 2x2 max pooling;
+* a layer's input is the concatenation along channels of the layers chosen at its anchor;
+  maps smaller than the largest are zero-padded (centred) to its size;
+* a layer with no chosen input takes the image;
+* every layer output that no later layer consumes is concatenated (same padding rule) with
+  the last layer's output, then global average pooling and a linear classifier.
+
+All spatial sizes are worked out once when the model is built, so the forward pass runs
+no shape logic of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nasrl.models.registry import register_builder
+from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.spaces.conv import ConvSpace
+
+Shape = tuple[int, int, int]  # channels, height, width
+
+
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    # "same" padding k // 2: an odd kernel keeps the size at stride 1
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+class ConvLayer(nn.Module):
+    """conv -> batch norm -> ReLU [-> max pool]."""
+
+    def __init__(self, in_channels: int, settings: dict[str, Any], in_hw: tuple[int, int]) -> None:
+        super().__init__()
+        fh, fw = settings["filter_height"], settings["filter_width"]
+        sh, sw = settings["stride_h"], settings["stride_w"]
+        self.conv = nn.Conv2d(in_channels, settings["filters"], (fh, fw), stride=(sh, sw),
+                              padding=(fh // 2, fw // 2), bias=False)
+        self.bn = nn.BatchNorm2d(settings["filters"])
+        h, w = conv_out(in_hw[0], fh, sh), conv_out(in_hw[1], fw, sw)
+        self.pool: nn.Module = nn.Identity()
+        if settings["pool"] == "max":
+            # a 1-pixel map cannot be pooled by 2: pool by what is there
+            kh, kw = min(2, h), min(2, w)
+            self.pool = nn.MaxPool2d((kh, kw), stride=(kh, kw), ceil_mode=True)
+            h, w = -(-h // kh), -(-w // kw)
+        self.out_shape: Shape = (settings["filters"], h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return cast(Tensor, self.pool(F.relu(self.bn(self.conv(x)))))
+
+
+def centre_pad(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """F.pad amounts (left, right, top, bottom) that centre a ``size`` map in ``target``."""
+    dh, dw = target[0] - size[0], target[1] - size[1]
+    return (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2)
+
+
+class Concat(nn.Module):
+    """Concatenate maps along channels, zero-padding smaller ones to the largest size."""
+
+    def __init__(self, shapes: Sequence[Shape]) -> None:
+        super().__init__()
+        target = (max(s[1] for s in shapes), max(s[2] for s in shapes))
+        self.pads = [centre_pad((s[1], s[2]), target) for s in shapes]
+        self.out_shape: Shape = (sum(s[0] for s in shapes), *target)
+
+    def forward(self, maps: list[Tensor]) -> Tensor:
+        padded = [F.pad(m, p) if any(p) else m for m, p in zip(maps, self.pads, strict=True)]
+        return padded[0] if len(padded) == 1 else torch.cat(padded, dim=1)
+
+
+class ConvNet(nn.Module):
+    def __init__(self, space: ConvSpace, arch: Architecture, input_shape: Sequence[int],
+                 num_classes: int) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(f"conv builder needs an image shape (C, H, W), got {tuple(input_shape)}")
+        image: Shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+        self.layers = nn.ModuleList()
+        self.joins = nn.ModuleList()
+        self.inputs: list[tuple[int, ...]] = []
+        shapes: list[Shape] = []
+        for i in range(space.num_layers):
+            settings = space.layer(arch, i)
+            inputs = tuple(settings["inputs"])
+            join = Concat([shapes[j] for j in inputs] if inputs else [image])
+            layer = ConvLayer(join.out_shape[0], settings, join.out_shape[1:])
+            self.inputs.append(inputs)
+            self.joins.append(join)
+            self.layers.append(layer)
+            shapes.append(layer.out_shape)
+        consumed = {j for inputs in self.inputs for j in inputs}
+        last = space.num_layers - 1
+        # dangling outputs first, in layer order, then the last layer
+        self.outputs = [j for j in range(last) if j not in consumed] + [last]
+        self.final = Concat([shapes[j] for j in self.outputs])
+        self.classifier = nn.Linear(self.final.out_shape[0], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs: list[Tensor] = []
+        for inputs, join, layer in zip(self.inputs, self.joins, self.layers, strict=True):
+            h = join([outs[j] for j in inputs] if inputs else [x])
+            outs.append(layer(h))
+        h = self.final([outs[j] for j in self.outputs])
+        return cast(Tensor, self.classifier(h.mean(dim=(2, 3))))
+
+
+@register_builder("conv")
+def build_conv(space: SearchSpace, arch: Architecture, *, input_shape: tuple[int, ...],
+               num_classes: int) -> nn.Module:
+    assert isinstance(space, ConvSpace)
+    return ConvNet(space, arch, input_shape, num_classes)

@@ -1,0 +1,16 @@
+"""Child trainers: plain functions over tensors that return a :class:`TrainResult`."""
+
+from nasrl.training.common import TrainResult, count_macs, count_params, seeded
+from nasrl.training.image import TrainConfig, evaluate_accuracy, reward_from, train_architecture, train_model
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "count_macs",
+    "count_params",
+    "evaluate_accuracy",
+    "reward_from",
+    "seeded",
+    "train_architecture",
+    "train_model",
+]

@@ -1,0 +1,232 @@
+"""Training an image classifier fast and reproducibly: plain functions over tensors.
+
+The data already lives on the training device; each epoch is one random permutation and
+slices of it, augmentation is batch tensor ops, and nothing leaves the device until the
+epoch ends (one sync for the loss check). Every random draw comes from a generator seeded
+from the run's seed, so the same seed gives the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nasrl.data.augment import random_crop, random_flip
+from nasrl.data.images import ImageData
+from nasrl.errors import NasrlError
+from nasrl.models import build_model
+from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.training.common import (
+    TrainResult,
+    check_finite,
+    count_macs,
+    count_params,
+    failure,
+    resolve_device,
+    seeded,
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Child training settings. Defaults suit a quick search child on CPU; the paper trained
+    each child 50 epochs with lr 0.1, momentum 0.9 (Nesterov) and weight decay 1e-4."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    step_every: int = 30
+    """Epochs between learning-rate drops (schedule 'step')."""
+    step_gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: bool = True
+    """Use the dataset's augmentation (random crop with padding, flips where they make sense)."""
+    max_train_samples: int | None = None
+    """Train on the first N (shuffled) training examples only: cheaper search children."""
+    reward: Literal["max_last", "last", "mean_last"] = "max_last"
+    reward_window: int = 5
+    reward_power: float = 3.0
+    """The paper's reward: max validation accuracy of the last 5 epochs, cubed."""
+    eval_batch_size: int = 1000
+    channels_last: bool = True
+    """NHWC memory layout; faster for convolutions on CPU."""
+    amp: bool = True
+    """bfloat16 autocast, on CUDA only."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "reward_window", "eval_batch_size", "step_every"):
+            if getattr(self, name) < 1:
+                raise NasrlError(f"training.{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise NasrlError(f"training.learning_rate must be positive, got {self.learning_rate}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise NasrlError(f"training.schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.reward not in ("max_last", "last", "mean_last"):
+            raise NasrlError(f"training.reward must be max_last, last or mean_last, got {self.reward!r}")
+
+
+def reward_from(val_acc: list[float], config: TrainConfig) -> float:
+    window = val_acc[-config.reward_window:]
+    if config.reward == "last":
+        value = window[-1]
+    elif config.reward == "mean_last":
+        value = sum(window) / len(window)
+    else:
+        value = max(window)
+    return float(value ** config.reward_power)
+
+
+def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (per-step cosine, warm-up first)."""
+    epoch = step / steps_per_epoch
+    if config.warmup_epochs > 0 and epoch < config.warmup_epochs:
+        return (step + 1) / (config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "cosine":
+        total = config.epochs * steps_per_epoch
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if config.schedule == "step":
+        return float(config.step_gamma ** int(epoch // config.step_every))
+    return 1.0
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    # no weight decay on batch-norm and bias parameters (standard; decaying them only hurts)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+    )
+
+
+def autocast(device: torch.device, config: TrainConfig) -> contextlib.AbstractContextManager[object]:
+    if device.type == "cuda" and config.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def evaluate_accuracy(model: nn.Module, x: Tensor, y: Tensor, config: TrainConfig) -> float:
+    device = x.device
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.no_grad(), autocast(device, config):
+        for i in range(0, len(x), config.eval_batch_size):
+            xb = x[i:i + config.eval_batch_size]
+            if config.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            correct += (model(xb).argmax(dim=1) == y[i:i + config.eval_batch_size]).sum()
+    model.train()
+    return int(correct) / max(1, len(x))
+
+
+def train_epoch(model: nn.Module, data: ImageData, train_x: Tensor, train_y: Tensor, opt: torch.optim.SGD,
+                config: TrainConfig, gen: torch.Generator, step: int) -> tuple[Tensor, int]:
+    """One pass over a fresh permutation; returns the summed loss (on device) and the step count."""
+    device = train_x.device
+    n = len(train_x)
+    bs = min(config.batch_size, n)
+    steps = n // bs  # drop the ragged last batch: a batch of 1 breaks batch norm
+    perm = torch.randperm(n, generator=gen, device=gen.device).to(device)
+    loss_sum = torch.zeros((), device=device)
+    base_lr = config.learning_rate
+    for b in range(steps):
+        idx = perm[b * bs:(b + 1) * bs]
+        xb, yb = train_x[idx], train_y[idx]
+        if config.augment:
+            xb = random_crop(xb, data.augment.crop_padding, gen)
+            if data.augment.flip:
+                xb = random_flip(xb, gen)
+        if config.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        factor = lr_factor(config, step, steps)
+        for group in opt.param_groups:
+            group["lr"] = base_lr * factor
+        with autocast(device, config):
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=config.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        loss_sum += loss.detach().float()
+        step += 1
+    return loss_sum / max(1, steps), step
+
+
+EpochCallback = Callable[[int, TrainResult], None]
+
+
+def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed: int,
+                device: str | torch.device | None = None, test: bool = False, validate: bool = True,
+                on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train ``model`` on ``data``'s training split; never raises for a failing child.
+
+    Returns validation accuracy per epoch, the reward, parameters, MACs and wall time (and
+    test accuracy when ``test``). ``validate=False`` skips the per-epoch validation (a final
+    model trained on train + validation) and leaves the reward unset. NaN losses,
+    out-of-memory and any other exception give a failed result carrying the error.
+    """
+    result = TrainResult(status="complete")
+    start = time.perf_counter()
+    try:
+        dev = resolve_device(device)
+        data = data.to(dev)
+        model = model.to(dev)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        result.params = count_params(model)
+        result.macs = count_macs(model, data.val_x[:1])
+        gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
+        gen.manual_seed(seed)
+        train_x, train_y = data.train_x, data.train_y
+        if config.max_train_samples is not None and config.max_train_samples < len(train_x):
+            keep = torch.randperm(len(train_x), generator=gen, device=gen.device)[:config.max_train_samples]
+            train_x, train_y = train_x[keep.to(dev)], train_y[keep.to(dev)]
+        opt = make_optimizer(model, config)
+        model.train()
+        step = 0
+        for epoch in range(config.epochs):
+            loss, step = train_epoch(model, data, train_x, train_y, opt, config, gen, step)
+            result.train_loss.append(check_finite(loss, epoch))
+            if validate:
+                result.val_acc.append(evaluate_accuracy(model, data.val_x, data.val_y, config))
+            if on_epoch is not None:
+                result.wall_time = time.perf_counter() - start
+                on_epoch(epoch, result)
+        if validate:
+            result.reward = reward_from(result.val_acc, config)
+        if test:
+            result.test_acc = evaluate_accuracy(model, data.test_x, data.test_y, config)
+    except Exception as exc:  # a failing child is a result, never a crash of the search
+        result = failure(exc, result)
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
+def train_architecture(space: SearchSpace, arch: Architecture, data: ImageData, config: TrainConfig, *,
+                       seed: int, device: str | torch.device | None = None, test: bool = False,
+                       validate: bool = True, on_epoch: EpochCallback | None = None,
+                       build_options: dict[str, Any] | None = None) -> tuple[TrainResult, nn.Module | None]:
+    """Build ``arch`` with weights drawn from ``seed`` and train it; a build error is a failed result."""
+    try:
+        with seeded(seed):
+            model = build_model(space, arch, input_shape=data.input_shape, num_classes=data.num_classes,
+                                **(build_options or {}))
+    except NasrlError:
+        raise  # bad input (unknown builder option), not a failing child
+    except Exception as exc:
+        return failure(exc, TrainResult(status="failed")), None
+    result = train_model(model, data, config, seed=seed, device=device, test=test, validate=validate,
+                         on_epoch=on_epoch)
+    return result, model
