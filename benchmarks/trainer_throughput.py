@@ -28,18 +28,19 @@ from nasrl.spaces import ConvSpace
 from nasrl.training import TrainConfig, seeded, train_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/fashion-mnist"
-# (filter h, filter w, filters, stride, inputs) per layer: a plain chain, a skip-heavy net
-# with strides, and a wider net with pooling -- shapes a search visits.
+# (filter h, filter w, filters, stride, pool, inputs) per layer, from the predicted-stride
+# space: a paper-like chain at full resolution first, a strided net with skips, and a cheap
+# child of the kind a search meets often (stride 2 from the first layer).
 ARCHS: dict[str, tuple[dict[str, object], list[tuple[int, int, int, int, str, tuple[int, ...]]]]] = {
     "chain-6": ({"predict_strides": True}, [
         (3, 3, 36, 1, "none", ()), (3, 3, 48, 2, "none", (0,)), (3, 3, 48, 1, "none", (1,)),
         (3, 3, 64, 2, "none", (2,)), (3, 3, 64, 1, "none", (3,)), (3, 3, 64, 1, "none", (4,))]),
     "skips-6": ({"predict_strides": True}, [
-        (5, 5, 24, 1, "none", ()), (3, 3, 36, 2, "none", (0,)), (3, 5, 36, 1, "none", (1,)),
-        (5, 3, 48, 1, "none", (1, 2)), (3, 3, 48, 2, "none", (0, 2, 3)), (7, 7, 36, 1, "none", (3, 4))]),
-    "pool-5": ({"predict_strides": True, "pooling": True}, [
-        (3, 3, 48, 1, "max", ()), (3, 3, 64, 1, "none", (0,)), (5, 5, 64, 1, "max", (1,)),
-        (3, 3, 64, 1, "none", (2,)), (1, 1, 64, 1, "none", (2, 3))]),
+        (5, 5, 24, 2, "none", ()), (3, 3, 36, 1, "none", (0,)), (3, 5, 36, 2, "none", (0, 1)),
+        (5, 3, 48, 1, "none", (2,)), (3, 3, 48, 1, "none", (2, 3)), (1, 1, 64, 1, "none", (1, 4))]),
+    "small-6": ({"predict_strides": True}, [
+        (3, 3, 24, 2, "none", ()), (3, 3, 24, 2, "none", (0,)), (3, 3, 36, 1, "none", (1,)),
+        (1, 3, 36, 1, "none", (2,)), (3, 1, 36, 1, "none", (3,)), (3, 3, 48, 2, "none", (1, 4))]),
 }
 
 
@@ -92,15 +93,21 @@ def run_tight(model: nn.Module, data: ImageData, config: TrainConfig, device: to
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    float(loss)  # wait for the device
+    float(loss.detach())  # wait for the device
     return time.perf_counter() - start
 
 
 class PerSample(Dataset[tuple[Tensor, int]]):
-    """The conventional pipeline: one image at a time, augmented in __getitem__."""
+    """The conventional pipeline (torchvision style): uint8 images, and per image in
+    __getitem__ a random crop with padding, a flip, conversion to float and normalization."""
 
     def __init__(self, x: Tensor, y: Tensor, padding: int) -> None:
-        self.x, self.y, self.padding = x, y.tolist(), padding
+        # back to the uint8 images a Dataset would hold
+        lo, hi = x.amin(), x.amax()
+        self.x = ((x - lo) / (hi - lo) * 255).round().to(torch.uint8)
+        self.y, self.padding = y.tolist(), padding
+        flat = self.x.float().div(255)
+        self.mean, self.std = float(flat.mean()), float(flat.std())
 
     def __len__(self) -> int:
         return len(self.x)
@@ -111,7 +118,7 @@ class PerSample(Dataset[tuple[Tensor, int]]):
         img = img[:, dy:dy + self.x.shape[2], dx:dx + self.x.shape[3]]
         if torch.rand(()) < 0.5:
             img = img.flip(2)
-        return img, self.y[i]
+        return (img.float().div(255) - self.mean) / self.std, self.y[i]
 
 
 def run_dataloader(model: nn.Module, data: ImageData, config: TrainConfig, device: torch.device) -> float:
@@ -126,7 +133,7 @@ def run_dataloader(model: nn.Module, data: ImageData, config: TrainConfig, devic
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    float(loss)
+    float(loss.detach())
     return time.perf_counter() - start
 
 
@@ -136,7 +143,7 @@ RUNNERS = {"nasrl": run_nasrl, "tight loop (a)": run_tight, "DataLoader (b)": ru
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--images", type=int, default=8192, help="training images per measured run")
+    parser.add_argument("--images", type=int, default=6144, help="training images per measured run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)

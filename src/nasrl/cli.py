@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="STRATEGY.KEY=VALUE",
                        help="override a strategy setting, e.g. reinforce.learning_rate=0.01")
     _add_train_parser(sub)
+    from nasrl import cli_runs
+
+    cli_runs.add_parsers(sub, _positive_int)
     return parser
 
 
@@ -213,13 +216,16 @@ def _save_trained(args: argparse.Namespace, space: Any, arch: Any, model: Any, r
     print(f"wrote {weights} and {record}")
 
 
-COMMANDS = {"benchmark": cmd_benchmark, "train": cmd_train}
+def _commands() -> dict[str, Any]:
+    from nasrl import cli_runs
+
+    return {"benchmark": cmd_benchmark, "train": cmd_train, **cli_runs.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        return int(_commands()[args.command](args))
     except NasrlError as err:
         print(f"nasrl: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -112,6 +112,8 @@ def _check(value: Any, hint: Any, key: str) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
+    elif origin is dict and isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
     elif origin is tuple and isinstance(value, list | tuple):
         return tuple(_check(v, args[0], key) for v in value)
     raise ConfigError(f"config key {key!r}: {value!r} is not a valid {_name(hint)}")

@@ -88,5 +88,6 @@ class TabularEvaluator(Evaluator):
         return EvalResult(
             status="complete",
             reward=entry.val_acc / 100.0,
-            metrics={"val_acc": entry.val_acc, "test_acc": entry.test_acc},
+            # fractions, like the training evaluator's (the table stores percent)
+            metrics={"val_acc": entry.val_acc / 100.0, "test_acc": entry.test_acc / 100.0},
         )

@@ -1,0 +1,267 @@
+"""``nasrl search | resume | status | best | export | report``: search runs from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from nasrl.config import ConfigError, parse_assignment
+from nasrl.errors import NasrlError
+
+FLAG_KEYS = {  # command-line flag -> config key
+    "space": "space",
+    "dataset": "dataset",
+    "data_dir": "data_dir",
+    "strategy": "strategy",
+    "evaluator": "evaluator",
+    "table": "table",
+    "budget": "budget",
+    "seed": "seed",
+    "executor": "executor",
+    "workers": "workers",
+    "ray_address": "ray_address",
+}
+
+
+def add_parsers(sub: Any, positive_int: Any) -> None:
+    search = sub.add_parser("search", help="run an architecture search (the main job)")
+    search.add_argument("--config", type=Path, default=None, help="TOML file of settings")
+    search.add_argument("--space", help="search space (default: conv)")
+    search.add_argument("--dataset", help="digits | fashion-mnist | cifar10 (default: digits)")
+    search.add_argument("--data-dir", help="folder holding the dataset's files")
+    search.add_argument("--strategy", help="reinforce | random | evolution (default: reinforce)")
+    search.add_argument("--evaluator", choices=["training", "tabular"], help="(default: training)")
+    search.add_argument("--table", help="benchmark table for --evaluator tabular")
+    search.add_argument("--budget", type=positive_int, help="architectures to evaluate (default: 40)")
+    search.add_argument("--seed", type=int, help="run seed (default: 0)")
+    search.add_argument("--executor", choices=["serial", "process", "ray"], help="(default: process)")
+    search.add_argument("--workers", type=positive_int, help="parallel children (default: one per core)")
+    search.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    search.add_argument("--out", type=Path, default=None, help="run directory (default: runs/search-TIME)")
+    search.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting by dotted key, e.g. training.epochs=5 or strategy_config.lr=0.01",
+    )
+    search.add_argument("--quiet", action="store_true", help="no progress display")
+
+    resume = sub.add_parser("resume", help="continue a run that stopped or was killed")
+    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("--executor", choices=["serial", "process", "ray"])
+    resume.add_argument("--workers", type=positive_int)
+    resume.add_argument("--ray-address")
+    resume.add_argument("--budget", type=positive_int, help="raise (or lower) the budget")
+    resume.add_argument("--quiet", action="store_true")
+
+    status = sub.add_parser("status", help="where a run stands")
+    status.add_argument("run_dir", type=Path)
+
+    best = sub.add_parser("best", help="the best architectures of a run")
+    best.add_argument("run_dir", type=Path)
+    best.add_argument("-n", type=positive_int, default=1, help="how many (default: 1)")
+    best.add_argument("--json", action="store_true", help="architecture documents as JSON")
+
+    export = sub.add_parser("export", help="export the best architecture (or a trial) as a model")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--format", choices=["json", "torchscript", "onnx"], default="json")
+    export.add_argument("--trial", type=int, default=None, help="trial id (default: the best)")
+    export.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="train the model on train + validation first (default: the run's epochs)",
+    )
+    export.add_argument("--untrained", action="store_true", help="export freshly initialized weights")
+    export.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/export/...)")
+
+    report = sub.add_parser("report", help="plots and an HTML page for a run")
+    report.add_argument("run_dir", type=Path)
+
+
+def _config_values(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            values = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise NasrlError(f"config file not found: {args.config}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{args.config}: not valid TOML ({exc})") from None
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            values[key] = value
+    for item in args.overrides:
+        dotted, value = parse_assignment(item)
+        node = values
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a table of settings")
+            node = child
+        node[leaf] = value
+    return values
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nasrl.search import Search, load_config
+
+    config = load_config(_config_values(args))
+    out = args.out or Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
+    search = Search.create(out, config)
+    print(
+        f"nasrl search: {config.space} space, {config.strategy}, {config.evaluator} evaluator"
+        f"{'' if config.evaluator == 'tabular' else f' on {config.dataset}'}, budget {config.budget}, "
+        f"seed {config.seed}, {config.executor} executor; run directory {out}",
+        flush=True,
+    )
+    return _run(search, args.quiet)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from nasrl.search import Search
+
+    overrides = {
+        k: getattr(args, k)
+        for k in ("executor", "workers", "ray_address", "budget")
+        if getattr(args, k) is not None
+    }
+    search = Search.open(args.run_dir, overrides)
+    counts = search.store.counts()
+    print(
+        f"nasrl resume: {args.run_dir}: {counts['evaluated']} of {search.config.budget} evaluated, "
+        f"{counts['running'] + counts['queued']} to re-queue",
+        flush=True,
+    )
+    return _run(search, args.quiet)
+
+
+def _run(search: Any, quiet: bool) -> int:
+    from nasrl.monitor import ProgressDisplay, TensorBoardLogger
+
+    if not quiet:
+        search.listeners.append(ProgressDisplay(search.config.budget, search.store.counts()["evaluated"]))
+    search.listeners.append(TensorBoardLogger(search.run_dir))
+    result = search.run()
+    counts = result.counts
+    print(
+        f"done: {counts['evaluated']} evaluated ({counts['failed']} failed, {counts['reused']} reused) "
+        f"in {result.seconds:.1f}s; controller and store {result.overhead_seconds:.2f}s"
+    )
+    if result.best is None:
+        print("no trial completed")
+        return 1
+    _print_best(search.space, [result.best])
+    print(f"next: nasrl report {search.run_dir}")
+    return 0
+
+
+def _open_readonly(run_dir: Path) -> Any:
+    from nasrl.search import DB_NAME
+    from nasrl.store import TrialStore
+
+    if not run_dir.is_dir():
+        raise NasrlError(f"{run_dir}: no such run directory")
+    return TrialStore(run_dir / DB_NAME, readonly=True)
+
+
+def _space_of(info: dict[str, Any]) -> Any:
+    from nasrl.search import load_config, make_space
+
+    return make_space(load_config(info["config"]))
+
+
+def _print_best(space: Any, trials: list[Any]) -> None:
+    for rank, t in enumerate(trials, 1):
+        acc = t.metrics.get("val_acc_max_last", t.metrics.get("val_acc"))
+        acc_text = f", validation accuracy {100 * acc:.2f}%" if acc is not None else ""
+        print(f"#{rank} trial {t.id}: reward {t.reward:.4f}{acc_text}")
+        print(f"   {space.describe(t.arch)}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _open_readonly(args.run_dir)
+    info = store.run_info()
+    cfg = info["config"]
+    counts = store.counts()
+    best = store.best(1)
+    updates = store.updates()
+    print(
+        f"run {args.run_dir}: {info['status']}; {cfg['space']} space, {cfg['strategy']}, "
+        f"seed {info['seed']}, nasrl {info['version']}"
+    )
+    print(
+        f"trials: {counts['evaluated']}/{cfg['budget']} evaluated, {counts['complete']} complete, "
+        f"{counts['failed']} failed, {counts['running']} running, {counts['queued']} queued, "
+        f"{counts['reused']} reused"
+    )
+    print(
+        f"controller updates: {len(updates)}"
+        + (f", last {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(updates[-1][1]))}" if updates else "")
+    )
+    if best:
+        print(f"best: trial {best[0].id}, reward {best[0].reward:.4f}")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from nasrl.spaces.io import architecture_document
+
+    store = _open_readonly(args.run_dir)
+    info = store.run_info()
+    space = _space_of(info)
+    trials = store.best(args.n)
+    if not trials:
+        raise NasrlError(f"{args.run_dir}: no completed trial yet")
+    if args.json:
+        docs = [
+            {**architecture_document(space, t.arch), "trial": t.id, "reward": t.reward, "metrics": t.metrics}
+            for t in trials
+        ]
+        print(json.dumps(docs[0] if args.n == 1 else docs, indent=2))
+    else:
+        _print_best(space, trials)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nasrl.export import export_run
+
+    path = export_run(
+        args.run_dir,
+        args.format,
+        trial_id=args.trial,
+        epochs=args.epochs,
+        untrained=args.untrained,
+        out=args.out,
+        log=lambda m: print(m, flush=True),
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nasrl.report import write_report
+
+    store = _open_readonly(args.run_dir)
+    page = write_report(args.run_dir, store, _space_of(store.run_info()))
+    print(f"wrote {page}")
+    return 0
+
+
+COMMANDS = {
+    "search": cmd_search,
+    "resume": cmd_resume,
+    "status": cmd_status,
+    "best": cmd_best,
+    "export": cmd_export,
+    "report": cmd_report,
+}

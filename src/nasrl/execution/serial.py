@@ -1,0 +1,34 @@
+"""Evaluations one after another in this process (debugging, tabular searches)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from nasrl.evaluators.base import EvalResult
+from nasrl.execution.base import Executor, Task, safe_evaluate
+
+
+class SerialExecutor(Executor):
+    name = "serial"
+
+    def __init__(self, **kwargs: float | int | None) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.queue: deque[Task] = deque()
+
+    @property
+    def capacity(self) -> int:
+        return 1
+
+    def submit(self, task: Task) -> None:
+        self.queue.append(task)
+
+    def pending(self) -> int:
+        return len(self.queue)
+
+    def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
+        if not self.queue:
+            return []
+        assert self.evaluator is not None, "start() the executor first"
+        task = self.queue.popleft()
+        self.on_start(task.trial_id)
+        return [(task.trial_id, safe_evaluate(self.evaluator, task.arch, task.seed))]

@@ -1,0 +1,120 @@
+"""Watching a search: a live progress display and TensorBoard events."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from nasrl.search import RunListener
+from nasrl.store.sqlite import Trial
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class ProgressDisplay(RunListener):
+    """Trials done of the budget, running, failed, best so far and ETA.
+
+    A live bar on a terminal (rich); one line per finished trial elsewhere (logs, CI).
+    """
+
+    def __init__(self, budget: int, done: int = 0, stream: TextIO | None = None) -> None:
+        self.budget = budget
+        self.start_done = done
+        self.start = time.monotonic()
+        self.stream = stream or sys.stderr
+        self.running = 0
+        self.failed = 0
+        self.best: float | None = None
+        self.done = done
+        self.live: Any = None
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            self.live = Progress(
+                TextColumn("search"),
+                BarColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=Console(file=self.stream),
+                transient=False,
+            )
+            self.task = self.live.add_task("search", total=budget, completed=done, status=self._status())
+            self.live.start()
+
+    def _eta(self) -> str:
+        new = self.done - self.start_done
+        if new <= 0:
+            return "?"
+        rate = (time.monotonic() - self.start) / new
+        return _duration(rate * max(0, self.budget - self.done))
+
+    def _status(self) -> str:
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        return (
+            f"{self.done}/{self.budget} done, {self.running} running, {self.failed} failed, "
+            f"best {best}, ETA {self._eta()}"
+        )
+
+    def on_trial(self, trial: Trial, counts: dict[str, int], best: float | None) -> None:
+        self.done, self.failed, self.best = counts["evaluated"], counts["failed"], best
+        if self.live is not None:
+            self.live.update(self.task, completed=self.done, status=self._status())
+            return
+        what = f"reward {trial.reward:.4f}" if trial.reward is not None else f"FAILED ({trial.error})"
+        print(
+            f"[{self.done}/{self.budget}] trial {trial.id}: {what}; {self._status()}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def on_running(self, running: int) -> None:
+        self.running = running
+        if self.live is not None:
+            self.live.update(self.task, status=self._status())
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+class TensorBoardLogger(RunListener):
+    """Events under RUN_DIR/tensorboard: each trial's reward, the best so far, and the
+    strategy's metrics per round. Skipped, with a note, if tensorboard is not installed."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.writer: Any = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("nasrl: tensorboard not installed; no TensorBoard events", file=sys.stderr)
+            return
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def on_trial(self, trial: Trial, counts: dict[str, int], best: float | None) -> None:
+        if self.writer is None:
+            return
+        if trial.reward is not None:
+            self.writer.add_scalar("trial/reward", trial.reward, trial.id)
+        if best is not None:
+            self.writer.add_scalar("search/best_reward", best, counts["evaluated"])
+        for key in ("val_acc", "params", "train_seconds"):
+            if key in trial.metrics:
+                self.writer.add_scalar(f"trial/{key}", trial.metrics[key], trial.id)
+
+    def on_round(self, round_: int, metrics: Mapping[str, float]) -> None:
+        if self.writer is None:
+            return
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, round_)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

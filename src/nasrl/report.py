@@ -1,0 +1,154 @@
+"""``nasrl report``: PNG plots and an HTML page (leaderboard and plots) for a run.
+
+Choice probabilities over time are the frequencies of each option among the trials in a
+sliding window: strategy-agnostic, and for REINFORCE what the controller actually sampled.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasrl.spaces.base import Categorical, SearchSpace
+from nasrl.store.sqlite import Trial, TrialStore
+
+MAX_DECISION_PLOTS = 12
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        out[i] = values[max(0, i - window + 1) : i + 1].mean()
+    return out
+
+
+def plot_rewards(trials: list[Trial], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    done = [t for t in trials if t.reused_from is None and t.state == "complete" and t.reward is not None]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if done:
+        x = np.arange(1, len(done) + 1)
+        r = np.array([t.reward for t in done], dtype=float)
+        window = max(1, min(20, len(r) // 5 or 1))
+        ax1.scatter(x, r, s=10, alpha=0.5, label="trial")
+        ax1.plot(x, _moving_average(r, window), color="C1", label=f"moving average ({window})")
+        ax2.plot(x, np.maximum.accumulate(r), color="C2")
+    ax1.set(title="reward per trial", xlabel="completed trial", ylabel="reward")
+    ax1.legend(loc="lower right")
+    ax2.set(title="best so far", xlabel="completed trial", ylabel="best reward")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_entropy(updates: list[tuple[int, float, dict[str, Any]]], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    points = [(r, m["controller/entropy"]) for r, _, m in updates if "controller/entropy" in m]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points])
+    ax.set(title="controller entropy per architecture", xlabel="round", ylabel="entropy (nats)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_choices(trials: list[Trial], space: SearchSpace, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    decisions = [d for d in space.decisions if isinstance(d, Categorical) and d.size > 1][:MAX_DECISION_PLOTS]
+    sampled = [t for t in trials if t.reused_from is None]
+    if not decisions or len(sampled) < 2:
+        return False
+    window = max(2, min(25, len(sampled) // 4))
+    cols = min(4, len(decisions))
+    rows = math.ceil(len(decisions) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, d in zip(axes.flat, decisions, strict=False):
+        values = [t.arch[d.name] for t in sampled]
+        freqs = np.array(
+            [
+                [np.mean([v == o for v in values[max(0, i - window + 1) : i + 1]]) for o in d.options]
+                for i in range(len(values))
+            ]
+        )
+        ax.stackplot(np.arange(1, len(values) + 1), freqs.T, labels=[str(o) for o in d.options])
+        ax.set_title(d.name, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6, loc="upper left")
+    for ax in list(axes.flat)[len(decisions) :]:
+        ax.axis("off")
+    fig.suptitle(f"choice frequencies over trials (window {window})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_report(run_dir: Path, store: TrialStore, space: SearchSpace) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    trials = store.trials()
+    info = store.run_info()
+    plots = ["rewards.png"]
+    plot_rewards(trials, out / "rewards.png")
+    if plot_entropy(store.updates(), out / "entropy.png"):
+        plots.append("entropy.png")
+    if plot_choices(trials, space, out / "choices.png"):
+        plots.append("choices.png")
+    page = out / "index.html"
+    page.write_text(_html(run_dir, info, store, space, plots))
+    return page
+
+
+def _html(
+    run_dir: Path, info: dict[str, Any], store: TrialStore, space: SearchSpace, plots: list[str]
+) -> str:
+    counts = store.counts()
+    rows = []
+    for rank, t in enumerate(store.best(20), 1):
+        acc = t.metrics.get("val_acc_max_last", t.metrics.get("val_acc"))
+        params = t.metrics.get("params")
+        rows.append(
+            f"<tr><td>{rank}</td><td>{t.id}</td><td>{t.reward:.4f}</td>"
+            f"<td>{'' if acc is None else f'{100 * acc:.2f}%'}</td>"
+            f"<td>{'' if params is None else f'{int(params):,}'}</td>"
+            f"<td><code>{html.escape(space.describe(t.arch))}</code></td></tr>"
+        )
+    failed = [t for t in store.trials(state="failed")][:20]
+    failed_rows = "".join(f"<tr><td>{t.id}</td><td>{html.escape(t.error or '')}</td></tr>" for t in failed)
+    images = "".join(f'<p><img src="{p}" alt="{p}" style="max-width:100%"></p>' for p in plots)
+    config = html.escape(json.dumps(info["config"], indent=2, sort_keys=True))
+    failed_table = (
+        "<h2>Failed trials</h2><table><tr><th>trial</th><th>error</th></tr>" + failed_rows + "</table>"
+        if failed
+        else ""
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>nasrl run {html.escape(str(run_dir))}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 8px;text-align:left}}
+tr:nth-child(even){{background:#f3f3f3}}code{{font-size:85%}}</style></head><body>
+<h1>nasrl run <code>{html.escape(str(run_dir))}</code></h1>
+<p>{html.escape(info["status"])}; {counts["evaluated"]} of {info["config"]["budget"]} evaluated,
+{counts["failed"]} failed, {counts["reused"]} reused; seed {info["seed"]};
+nasrl {html.escape(info["version"])}</p>
+<h2>Leaderboard</h2>
+<table><tr><th>#</th><th>trial</th><th>reward</th><th>val acc</th><th>params</th><th>architecture</th></tr>
+{"".join(rows)}</table>
+<h2>Plots</h2>{images}
+{failed_table}
+<h2>Config</h2><pre>{config}</pre>
+</body></html>
+"""

@@ -1,0 +1,375 @@
+"""The search loop: ask -> queue -> evaluate -> store -> tell -> commit, round by round.
+
+A round is ``round_size`` architectures (default: the strategy's batch, m for REINFORCE).
+Its trials are queued in the store before any runs, each result is written the moment it
+arrives, and the strategy hears the round's results in the order it asked for them, then
+its new state is committed in the same transaction that marks those trials as told.
+Because the strategy state before a round determines what it asks, a resumed run re-asks
+the interrupted round and gets the same architectures back: finished trials keep their
+results, unfinished ones run again with the same seeds. Results never depend on the order
+in which workers finish, so serial, process-pool and Ray runs with one seed give the same
+trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from nasrl import __version__
+from nasrl.config import ConfigError, build, to_dict
+from nasrl.errors import NasrlError
+from nasrl.evaluators.base import EvalResult, Evaluator
+from nasrl.execution import Executor, Task, make_executor
+from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.spaces.registry import get_space
+from nasrl.store.sqlite import StoreError, Trial, TrialState, TrialStore
+from nasrl.strategies.base import Observation, Strategy, make_strategy
+from nasrl.training.image import TrainConfig
+
+DB_NAME = "runs.db"
+CONFIG_NAME = "config.json"
+# Search children on the built-in digits data: small enough that the default search
+# finishes in minutes on 2 cores, long enough that the reward separates architectures.
+SEARCH_TRAINING = TrainConfig(epochs=8, batch_size=64, learning_rate=0.05)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that defines a search; recorded resolved in the run directory."""
+
+    space: str = "conv"
+    space_params: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "reinforce"
+    strategy_config: dict[str, Any] = field(default_factory=dict)
+    evaluator: Literal["training", "tabular"] = "training"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    table: str | None = None
+    training: TrainConfig = SEARCH_TRAINING
+    build_options: dict[str, Any] = field(default_factory=dict)
+    budget: int = 40
+    """Distinct architectures evaluated (failed ones count; reused results do not)."""
+    seed: int = 0
+    executor: Literal["serial", "process", "ray"] = "process"
+    workers: int | None = None
+    """Process-pool workers (default: one per core) or Ray concurrency cap."""
+    ray_address: str | None = None
+    round_size: int | None = None
+    """Architectures per round (default: the strategy's batch). Part of the algorithm, so it
+    never depends on the executor: the same seed gives the same trials everywhere."""
+    reuse_results: bool = True
+    failure_reward: float | None = None
+    """Reward told for a failed trial; None leaves it out of the update."""
+    trial_timeout: float | None = None
+    max_retries: int = 2
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ConfigError(f"budget must be at least 1, got {self.budget}")
+        if self.round_size is not None and self.round_size < 1:
+            raise ConfigError(f"round_size must be at least 1, got {self.round_size}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+
+
+def load_config(values: Mapping[str, Any]) -> SearchConfig:
+    return build(SearchConfig, values)
+
+
+def trial_seed(run_seed: int, index: int) -> int:
+    """The seed of the index-th trial: independent streams per trial, fixed by the run seed."""
+    return int(np.random.SeedSequence([run_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def make_space(config: SearchConfig) -> SearchSpace:
+    return get_space(config.space, **config.space_params)
+
+
+def make_evaluator(config: SearchConfig, space: SearchSpace) -> Evaluator:
+    if config.evaluator == "tabular":
+        from nasrl.evaluators.tabular import TabularEvaluator, find_nb201_table
+
+        return TabularEvaluator(find_nb201_table(config.table), space)
+    from nasrl.evaluators.training import TrainingEvaluator
+
+    return TrainingEvaluator(
+        space,
+        config.dataset,
+        config=config.training,
+        data_dir=config.data_dir,
+        data_seed=config.seed,
+        device=config.device,
+        build_options=config.build_options,
+    )
+
+
+class RunListener:
+    """Receives progress from a running search (progress display, TensorBoard)."""
+
+    def on_trial(self, trial: Trial, counts: dict[str, int], best: float | None) -> None: ...
+
+    def on_round(self, round_: int, metrics: Mapping[str, float]) -> None: ...
+
+    def on_running(self, running: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    counts: dict[str, int]
+    best: Trial | None
+    seconds: float
+    overhead_seconds: float
+    """Time in the controller and the store (ask, tell, commit), not waiting for children."""
+
+
+class Search:
+    def __init__(
+        self, run_dir: Path, config: SearchConfig, store: TrialStore, space: SearchSpace, strategy: Strategy
+    ) -> None:
+        self.run_dir = run_dir
+        self.config = config
+        self.store = store
+        self.space = space
+        self.strategy = strategy
+        self.listeners: list[RunListener] = []
+
+    # -- opening runs ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, run_dir: str | Path, config: SearchConfig) -> Search:
+        run_dir = Path(run_dir)
+        if (run_dir / DB_NAME).exists():
+            raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
+        space = make_space(config)
+        strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
+        check_data = getattr(make_evaluator(config, space), "data", None)
+        if check_data is not None:
+            check_data()  # fail now on missing or damaged data, not in every worker later
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = resolved_config(config, strategy)
+        (run_dir / CONFIG_NAME).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        store = TrialStore.create_run(run_dir / DB_NAME, to_dict(config), config.seed, __version__,
+                                      strategy.state_dict())
+        return cls(run_dir, config, store, space, strategy)
+
+    @classmethod
+    def open(cls, run_dir: str | Path, overrides: Mapping[str, Any] | None = None) -> Search:
+        """Reopen a run from its database; ``overrides`` may change how it runs (executor,
+        workers, budget), never what it searches."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise NasrlError(f"{run_dir}: no such run directory")
+        store = TrialStore(run_dir / DB_NAME)
+        info = store.run_info()
+        values = dict(info["config"])
+        for key, value in (overrides or {}).items():
+            if key not in RESUME_OVERRIDABLE:
+                raise ConfigError(
+                    f"cannot change {key!r} when resuming (allowed: {', '.join(RESUME_OVERRIDABLE)})"
+                )
+            values[key] = value
+        try:
+            config = load_config(values)
+        except ConfigError as exc:
+            raise StoreError(f"{run_dir}: damaged run config ({exc})") from None
+        space = make_space(config)
+        strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
+        return cls(run_dir, config, store, space, strategy)
+
+    # -- running -------------------------------------------------------------------------------
+    def run(
+        self,
+        executor: Executor | None = None,
+        *,
+        evaluator: Evaluator | None = None,
+        max_rounds: int | None = None,
+    ) -> SearchResult:
+        """Run rounds until the budget is spent (or ``max_rounds``). ``executor`` and ``evaluator``
+        default to the ones the config names."""
+        start = time.perf_counter()
+        overhead = 0.0
+        store, cfg = self.store, self.config
+        store.set_status("running")
+        store.requeue_unfinished()
+        round_, state = store.strategy_state()
+        try:
+            self.strategy.load_state_dict(state)
+        except Exception as exc:
+            raise StoreError(f"{self.run_dir}: strategy state does not fit this run ({exc})") from None
+        round_size = cfg.round_size or self.strategy.batch_size
+        rounds_done = 0
+        started = False
+        try:
+            while (max_rounds is None or rounds_done < max_rounds) and not self._finished(round_):
+                t0 = time.perf_counter()
+                left = cfg.budget - self._evaluated_before(round_)
+                archs = self.strategy.ask(min(round_size, left))
+                trials = self._queue_round(round_, archs)
+                overhead += time.perf_counter() - t0
+                if any(t.reused_from is None and not t.finished for t in trials):
+                    if executor is None:
+                        executor = make_executor(
+                            cfg.executor,
+                            workers=cfg.workers,
+                            ray_address=cfg.ray_address,
+                            max_retries=cfg.max_retries,
+                            trial_timeout=cfg.trial_timeout,
+                        )
+                    if not started:
+                        executor.start(evaluator or make_evaluator(cfg, self.space), store.mark_running)
+                        started = True
+                    overhead += self._evaluate(executor, trials)
+                t0 = time.perf_counter()
+                trials = self._fill_reused(store.trials(round_=round_))
+                self.strategy.tell([self._observation(t) for t in trials])
+                metrics = {**self.strategy.metrics(), **_round_stats(trials)}
+                store.commit_round(round_, self.strategy.state_dict(), metrics)
+                overhead += time.perf_counter() - t0
+                for listener in self.listeners:
+                    listener.on_round(round_, metrics)
+                round_ += 1
+                rounds_done += 1
+            if self._finished(round_):
+                store.set_status("finished")
+        finally:
+            if executor is not None:
+                executor.close()
+            for listener in self.listeners:
+                listener.close()
+        best = store.best(1)
+        return SearchResult(
+            self.run_dir, store.counts(), best[0] if best else None, time.perf_counter() - start, overhead
+        )
+
+    def _finished(self, round_: int) -> bool:
+        if self._evaluated_before(round_) >= self.config.budget:
+            return True
+        # a strategy that only proposes repeats (a tiny space) must not loop forever
+        return self.store.total_trials_before(round_) >= 50 * self.config.budget
+
+    def _evaluated_before(self, round_: int) -> int:
+        return self.store.evaluated_before(round_)
+
+    def _queue_round(self, round_: int, archs: list[Architecture]) -> list[Trial]:
+        existing = self.store.trials(round_=round_)
+        if existing:
+            if [t.arch.key for t in existing] != [a.key for a in archs]:
+                raise StoreError(
+                    f"{self.run_dir}: round {round_} in the database does not match what the "
+                    "saved strategy state asks for (damaged or edited run)"
+                )
+            return existing
+        first = self.store.total_trials_before(round_)
+        rows: list[tuple[Architecture, int, int | None]] = []
+        for i, arch in enumerate(archs):
+            reused: int | None = None
+            if self.config.reuse_results:
+                prior = self.store.finished_by_key(arch.key)
+                if prior is not None:
+                    reused = prior.id
+                else:
+                    # a repeat inside this round waits for the first copy's result
+                    twin = next((j for j in range(i) if archs[j].key == arch.key), None)
+                    reused = None if twin is None else -(twin + 1)
+            rows.append((arch, trial_seed(self.config.seed, first + i), reused))
+        self.store.add_trials(round_, rows)
+        return self.store.trials(round_=round_)
+
+    def _evaluate(self, executor: Executor, trials: list[Trial]) -> float:
+        """Run the round's unfinished trials; returns the seconds spent in the store."""
+        overhead = 0.0
+        todo = [t for t in trials if t.reused_from is None and not t.finished]
+        # longest first, so the last worker to finish does not start the biggest child last
+        todo.sort(key=lambda t: -self._cost_estimate(t.arch))
+        for t in todo:
+            executor.submit(Task(t.id, t.arch, t.seed))
+        for listener in self.listeners:
+            listener.on_running(min(executor.capacity, len(todo)))
+        while executor.pending():
+            for trial_id, result in executor.wait():
+                t0 = time.perf_counter()
+                self._record(trial_id, result)
+                overhead += time.perf_counter() - t0
+            for listener in self.listeners:
+                listener.on_running(min(executor.capacity, executor.pending()))
+        return overhead
+
+    def _record(self, trial_id: int, result: EvalResult) -> None:
+        reward = (
+            result.reward
+            if result.ok and result.reward is not None and math.isfinite(result.reward)
+            else None
+        )
+        state: TrialState = "complete" if reward is not None else "failed"
+        error = result.error if state == "failed" else None
+        if state == "failed" and error is None:
+            error = f"evaluator returned a non-finite reward {result.reward!r}"
+        self.store.finish(trial_id, state, reward, result.metrics, error, result.cost)
+        self._notify(self.store.trial(trial_id))
+
+    def _notify(self, trial: Trial) -> None:
+        if not self.listeners:
+            return
+        counts = self.store.counts()
+        best = self.store.best(1)
+        for listener in self.listeners:
+            listener.on_trial(trial, counts, best[0].reward if best else None)
+
+    def _fill_reused(self, trials: list[Trial]) -> list[Trial]:
+        for t in trials:
+            if t.reused_from is not None and not t.finished:
+                src = self.store.trial(t.reused_from)
+                self.store.finish(t.id, src.state, src.reward, src.metrics, src.error, 0.0)
+        return self.store.trials(round_=trials[0].round) if trials else trials
+
+    def _observation(self, trial: Trial) -> Observation:
+        reward = trial.reward if trial.state == "complete" else self.config.failure_reward
+        return Observation(trial.arch, reward)
+
+    def _cost_estimate(self, arch: Architecture) -> float:
+        estimate: Callable[[Architecture], float] | None = getattr(self, "cost_estimate", None)
+        return estimate(arch) if estimate is not None else 0.0
+
+
+RESUME_OVERRIDABLE = (
+    "executor",
+    "workers",
+    "ray_address",
+    "budget",
+    "trial_timeout",
+    "max_retries",
+    "device",
+)
+
+
+def _round_stats(trials: list[Trial]) -> dict[str, float]:
+    rewards = [t.reward for t in trials if t.state == "complete" and t.reward is not None]
+    out = {
+        "round/trials": float(len(trials)),
+        "round/failed": float(sum(t.state == "failed" for t in trials)),
+    }
+    if rewards:
+        out["round/reward_mean"] = float(np.mean(rewards))
+        out["round/reward_max"] = float(np.max(rewards))
+    return out
+
+
+def resolved_config(config: SearchConfig, strategy: Strategy) -> dict[str, Any]:
+    """What the run directory records: every setting resolved, plus seed and version."""
+    out = to_dict(config)
+    out["strategy_config"] = strategy.resolved_config()
+    out["version"] = __version__
+    return out

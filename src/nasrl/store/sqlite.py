@@ -1,0 +1,384 @@
+"""The trial store: one SQLite database (WAL) per run, the single source of truth.
+
+Trials move queued -> running -> complete | failed. A search round is committed in one
+transaction that marks its trials as told and saves the strategy state they produced, so
+after a crash (``kill -9`` included) the database holds either the round's update and its
+trials' results together, or neither update; completed trials are never lost because each
+is written as soon as it finishes. Readers (``nasrl status``, reports) may open the
+database while the search writes: WAL lets them read a consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from nasrl.errors import NasrlError
+from nasrl.spaces.base import Architecture
+
+SCHEMA_VERSION = 1
+TrialState = Literal["queued", "running", "complete", "failed"]
+STATES: tuple[TrialState, ...] = ("queued", "running", "complete", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    created REAL NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    schema INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL,
+    arch_key TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'complete', 'failed')),
+    reward REAL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    cost REAL,
+    reused_from INTEGER REFERENCES trials(id),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    queued_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    told INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS trials_by_key ON trials(arch_key);
+CREATE INDEX IF NOT EXISTS trials_by_round ON trials(round);
+CREATE TABLE IF NOT EXISTS strategy (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    round INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    saved_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS updates (
+    round INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    metrics TEXT NOT NULL
+);
+"""
+
+
+class StoreError(NasrlError):
+    """The run database is missing, damaged or from an incompatible version."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: int
+    round: int
+    arch: Architecture
+    seed: int
+    state: TrialState
+    reward: float | None
+    metrics: dict[str, float]
+    error: str | None
+    cost: float | None
+    reused_from: int | None
+    attempts: int
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    told: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("complete", "failed")
+
+
+def _trial(row: sqlite3.Row) -> Trial:
+    return Trial(
+        id=row["id"],
+        round=row["round"],
+        arch=Architecture.from_json(row["arch"]),
+        seed=row["seed"],
+        state=row["state"],
+        reward=row["reward"],
+        metrics=json.loads(row["metrics"]),
+        error=row["error"],
+        cost=row["cost"],
+        reused_from=row["reused_from"],
+        attempts=row["attempts"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        told=bool(row["told"]),
+    )
+
+
+def encode_state(state: Mapping[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return buffer.getvalue()
+
+
+def decode_state(blob: bytes) -> dict[str, Any]:
+    # weights_only: a run directory may come from elsewhere; never unpickle arbitrary objects
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    if not isinstance(state, dict):
+        raise StoreError("strategy state in the run database is not a mapping")
+    return state
+
+
+class TrialStore:
+    """Open (or create) the database at ``path``. One writer (the search), any readers."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path}: no run database here")
+        try:
+            if readonly:
+                uri = f"file:{self.path.resolve()}?mode=ro"
+                self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            else:
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed round survives power loss too, not only a killed process
+                self.db.execute("PRAGMA synchronous=FULL")
+            self.db.row_factory = sqlite3.Row
+            if create:
+                self.db.executescript(SCHEMA)
+            self._check()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: damaged run database ({exc})") from None
+
+    def _check(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = {"runs", "trials", "strategy", "updates"} - tables
+        if missing:
+            raise StoreError(f"{self.path}: damaged run database (missing table {sorted(missing)[0]})")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Several reads that see one consistent state of the database (WAL snapshot)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
+    # -- the run -------------------------------------------------------------------------
+    @classmethod
+    def create_run(
+        cls, path: str | Path, config: Mapping[str, Any], seed: int, version: str, strategy_state: Mapping[str, Any]
+    ) -> TrialStore:
+        """Create the database under a temporary name and rename it into place, so a reader
+        (or a crash) never meets a half-initialized run."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".creating")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        store = cls(tmp, create=True)
+        store.init_run(config, seed, version, strategy_state)
+        store.close()  # checkpoints the WAL into the main file
+        tmp.rename(path)
+        return cls(path)
+
+    def init_run(
+        self, config: Mapping[str, Any], seed: int, version: str, strategy_state: Mapping[str, Any]
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO runs VALUES (1, ?, 'running', ?, ?, ?, ?)",
+                (time.time(), json.dumps(config, sort_keys=True), seed, version, SCHEMA_VERSION),
+            )
+            db.execute(
+                "INSERT INTO strategy VALUES (1, 0, ?, ?)", (encode_state(strategy_state), time.time())
+            )
+
+    def run_info(self) -> dict[str, Any]:
+        row = self.db.execute("SELECT * FROM runs WHERE id = 1").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: damaged run database (no run record)")
+        if row["schema"] != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: run database schema {row['schema']}, this nasrl reads {SCHEMA_VERSION}"
+            )
+        try:
+            config = json.loads(row["config"])
+        except json.JSONDecodeError:
+            raise StoreError(f"{self.path}: damaged run database (config is not JSON)") from None
+        return {
+            "created": row["created"],
+            "status": row["status"],
+            "config": config,
+            "seed": row["seed"],
+            "version": row["version"],
+        }
+
+    def set_status(self, status: str) -> None:
+        self.db.execute("UPDATE runs SET status = ? WHERE id = 1", (status,))
+
+    # -- strategy state --------------------------------------------------------------------
+    def strategy_state(self) -> tuple[int, dict[str, Any]]:
+        """(rounds committed so far, the strategy state after them)."""
+        row = self.db.execute("SELECT round, state FROM strategy WHERE id = 1").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: damaged run database (no strategy state)")
+        try:
+            return row["round"], decode_state(row["state"])
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{self.path}: damaged strategy state ({type(exc).__name__})") from None
+
+    def commit_round(
+        self, round_: int, strategy_state: Mapping[str, Any], metrics: Mapping[str, Any]
+    ) -> None:
+        """Mark the round's trials told and save the state they produced, atomically."""
+        blob = encode_state(strategy_state)
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("UPDATE trials SET told = 1 WHERE round = ?", (round_,))
+            db.execute(
+                "UPDATE strategy SET round = ?, state = ?, saved_at = ? WHERE id = 1", (round_ + 1, blob, now)
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO updates VALUES (?, ?, ?)",
+                (round_, now, json.dumps(dict(metrics), sort_keys=True)),
+            )
+
+    # -- trials -------------------------------------------------------------------------------
+    def add_trials(self, round_: int, rows: Sequence[tuple[Architecture, int, int | None]]) -> list[int]:
+        """Queue (arch, seed, reused_from) rows for ``round_``; returns their ids in order.
+
+        ``reused_from`` is a trial id, or ``-(j + 1)`` for "the j-th row of this call" (a
+        repeat within one round).
+        """
+        now = time.time()
+        ids: list[int] = []
+        with self.transaction() as db:
+            for arch, seed, reused in rows:
+                if reused is not None and reused < 0:
+                    reused = ids[-reused - 1]
+                cur = db.execute(
+                    "INSERT INTO trials (round, arch_key, arch, seed, state, reused_from, queued_at) "
+                    "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                    (round_, arch.key, arch.to_json(), seed, reused, now),
+                )
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def mark_running(self, trial_id: int) -> None:
+        self.db.execute(
+            "UPDATE trials SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
+            (time.time(), trial_id),
+        )
+
+    def finish(
+        self,
+        trial_id: int,
+        state: TrialState,
+        reward: float | None,
+        metrics: Mapping[str, float],
+        error: str | None,
+        cost: float | None,
+    ) -> None:
+        if state not in ("complete", "failed"):
+            raise ValueError(f"finish: state must be complete or failed, not {state!r}")
+        self.db.execute(
+            "UPDATE trials SET state = ?, reward = ?, metrics = ?, error = ?, cost = ?, finished_at = ? "
+            "WHERE id = ?",
+            (state, reward, json.dumps(dict(metrics)), error, cost, time.time(), trial_id),
+        )
+
+    def requeue_unfinished(self) -> int:
+        """After a crash: trials left running go back to queued (same architecture and seed)."""
+        cur = self.db.execute("UPDATE trials SET state = 'queued', started_at = NULL WHERE state = 'running'")
+        return cur.rowcount
+
+    def trials(self, *, round_: int | None = None, state: TrialState | None = None) -> list[Trial]:
+        sql, args = "SELECT * FROM trials", list[Any]()
+        where = []
+        if round_ is not None:
+            where.append("round = ?")
+            args.append(round_)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [_trial(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def trial(self, trial_id: int) -> Trial:
+        row = self.db.execute("SELECT * FROM trials WHERE id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no trial {trial_id}")
+        return _trial(row)
+
+    def finished_by_key(self, key: str) -> Trial | None:
+        """The first finished, evaluated (not reused) trial of an architecture."""
+        row = self.db.execute(
+            "SELECT * FROM trials WHERE arch_key = ? AND reused_from IS NULL AND state IN "
+            "('complete', 'failed') ORDER BY id LIMIT 1",
+            (key,),
+        ).fetchone()
+        return None if row is None else _trial(row)
+
+    def counts(self) -> dict[str, int]:
+        """Trials per state, and 'evaluated' = finished trials that were not reused (the budget)."""
+        out: dict[str, int] = dict.fromkeys(STATES, 0)
+        for row in self.db.execute("SELECT state, COUNT(*) AS n FROM trials GROUP BY state"):
+            out[row["state"]] = row["n"]
+        out["evaluated"] = self.db.execute(
+            "SELECT COUNT(*) FROM trials WHERE reused_from IS NULL AND state IN ('complete', 'failed')"
+        ).fetchone()[0]
+        out["reused"] = self.db.execute(
+            "SELECT COUNT(*) FROM trials WHERE reused_from IS NOT NULL"
+        ).fetchone()[0]
+        return out
+
+    def evaluated_before(self, round_: int) -> int:
+        """Budget used by the rounds before ``round_``."""
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM trials WHERE round < ? AND reused_from IS NULL AND state IN "
+                "('complete', 'failed')",
+                (round_,),
+            ).fetchone()[0]
+        )
+
+    def total_trials_before(self, round_: int) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM trials WHERE round < ?", (round_,)).fetchone()[0])
+
+    def best(self, n: int = 1) -> list[Trial]:
+        rows = self.db.execute(
+            "SELECT * FROM trials WHERE state = 'complete' AND reward IS NOT NULL "
+            "AND reused_from IS NULL ORDER BY reward DESC, id LIMIT ?",
+            (n,),
+        )
+        return [_trial(r) for r in rows]
+
+    def updates(self) -> list[tuple[int, float, dict[str, Any]]]:
+        return [
+            (r["round"], r["time"], json.loads(r["metrics"]))
+            for r in self.db.execute("SELECT * FROM updates ORDER BY round")
+        ]
