@@ -30,7 +30,7 @@ def tabular_config(table: Path, **kw: object) -> SearchConfig:
 def final_state(run_dir: Path) -> tuple[list[tuple[str, int, float | None, str]], dict[str, torch.Tensor]]:
     store = TrialStore(run_dir / "runs.db", readonly=True)
     trials = [(t.arch.key, t.seed, t.reward, t.state) for t in store.trials()]
-    _, state = store.strategy_state()
+    _, _, state = store.strategy_state()
     store.close()
     return trials, state["controller"]
 
@@ -58,7 +58,7 @@ def test_store_contract_states_counts_and_atomic_rounds(tmp_path: Path) -> None:
     assert store.requeue_unfinished() == 0
     counts = store.counts()
     assert counts["complete"] == 1 and counts["failed"] == 1 and counts["evaluated"] == 2
-    assert store.finished_by_key(a.key).id == ids[0]  # type: ignore[union-attr]
+    assert store.first_by_key(a.key).id == ids[0]  # type: ignore[union-attr]
     with pytest.raises(ValueError):
         store.finish(ids[2], "running", None, {}, None, None)
     # a failing commit leaves neither the told flags nor the new state behind
@@ -67,9 +67,9 @@ def test_store_contract_states_counts_and_atomic_rounds(tmp_path: Path) -> None:
         raise RuntimeError("crash in the middle")
     assert not any(t.told for t in store.trials())
     assert store.strategy_state()[0] == 0
-    store.commit_round(0, {"x": torch.ones(2)}, {"m": 1.0})
-    round_, state = store.strategy_state()
-    assert round_ == 1 and torch.equal(state["x"], torch.ones(2)) and all(t.told for t in store.trials())
+    store.commit_round(0, {"x": torch.ones(2)}, {"m": 1.0}, asked=2)
+    round_, asked, state = store.strategy_state()
+    assert round_ == 1 and asked == 2 and torch.equal(state["x"], torch.ones(2)) and all(t.told for t in store.trials())
     store.mark_running(ids[2])
     assert store.requeue_unfinished() == 1 and store.trial(ids[2]).state == "queued"
 
@@ -105,7 +105,7 @@ def test_readers_see_consistent_snapshots_while_the_search_writes(tmp_path: Path
                 with store.snapshot():
                     counts = store.counts()
                     trials = store.trials()
-                    round_, _ = store.strategy_state()
+                    round_, _, _ = store.strategy_state()
                 store.close()
                 # the committed strategy state always covers exactly the trials marked told
                 assert [t.id for t in trials if t.told] == [t.id for t in trials if t.round < round_]

@@ -55,7 +55,7 @@ class SearchConfig:
     table: str | None = None
     training: TrainConfig = SEARCH_TRAINING
     build_options: dict[str, Any] = field(default_factory=dict)
-    budget: int = 40
+    budget: int = 30
     """Distinct architectures evaluated (failed ones count; reused results do not)."""
     seed: int = 0
     executor: Literal["serial", "process", "ray"] = "process"
@@ -65,6 +65,10 @@ class SearchConfig:
     round_size: int | None = None
     """Architectures per round (default: the strategy's batch). Part of the algorithm, so it
     never depends on the executor: the same seed gives the same trials everywhere."""
+    lookahead: int = 1
+    """Rounds asked before the current one is told, so workers stay busy while a round's
+    last children finish (the paper's controller replicas were asynchronous too). 0 gives
+    strictly on-policy rounds; raise it when workers far outnumber the round size."""
     reuse_results: bool = True
     failure_reward: float | None = None
     """Reward told for a failed trial; None leaves it out of the update."""
@@ -79,6 +83,8 @@ class SearchConfig:
             raise ConfigError(f"round_size must be at least 1, got {self.round_size}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.lookahead < 0:
+            raise ConfigError(f"lookahead must be >= 0, got {self.lookahead}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
 
@@ -161,8 +167,9 @@ class Search:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = resolved_config(config, strategy)
         (run_dir / CONFIG_NAME).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
-        store = TrialStore.create_run(run_dir / DB_NAME, to_dict(config), config.seed, __version__,
-                                      strategy.state_dict())
+        store = TrialStore.create_run(
+            run_dir / DB_NAME, to_dict(config), config.seed, __version__, strategy.state_dict()
+        )
         return cls(run_dir, config, store, space, strategy)
 
     @classmethod
@@ -204,22 +211,24 @@ class Search:
         store, cfg = self.store, self.config
         store.set_status("running")
         store.requeue_unfinished()
-        round_, state = store.strategy_state()
+        round_, asked, state = store.strategy_state()
         try:
             self.strategy.load_state_dict(state)
         except Exception as exc:
             raise StoreError(f"{self.run_dir}: strategy state does not fit this run ({exc})") from None
-        round_size = cfg.round_size or self.strategy.batch_size
         rounds_done = 0
         started = False
+        submitted: set[int] = set()
         try:
-            while (max_rounds is None or rounds_done < max_rounds) and not self._finished(round_):
+            while max_rounds is None or rounds_done < max_rounds:
                 t0 = time.perf_counter()
-                left = cfg.budget - self._evaluated_before(round_)
-                archs = self.strategy.ask(min(round_size, left))
-                trials = self._queue_round(round_, archs)
+                asked = self._ask_ahead(round_, asked)
                 overhead += time.perf_counter() - t0
-                if any(t.reused_from is None and not t.finished for t in trials):
+                if round_ >= asked:
+                    store.set_status("finished")
+                    break
+                todo = [t for r in range(round_, asked) for t in self._runnable(store.trials(round_=r))]
+                if todo or any(t.reused_from is None and not t.finished for t in store.trials(round_=round_)):
                     if executor is None:
                         executor = make_executor(
                             cfg.executor,
@@ -231,19 +240,17 @@ class Search:
                     if not started:
                         executor.start(evaluator or make_evaluator(cfg, self.space), store.mark_running)
                         started = True
-                    overhead += self._evaluate(executor, trials)
+                    overhead += self._evaluate(executor, round_, todo, submitted)
                 t0 = time.perf_counter()
                 trials = self._fill_reused(store.trials(round_=round_))
                 self.strategy.tell([self._observation(t) for t in trials])
                 metrics = {**self.strategy.metrics(), **_round_stats(trials)}
-                store.commit_round(round_, self.strategy.state_dict(), metrics)
+                store.commit_round(round_, self.strategy.state_dict(), metrics, asked)
                 overhead += time.perf_counter() - t0
                 for listener in self.listeners:
                     listener.on_round(round_, metrics)
                 round_ += 1
                 rounds_done += 1
-            if self._finished(round_):
-                store.set_status("finished")
         finally:
             if executor is not None:
                 executor.close()
@@ -254,14 +261,27 @@ class Search:
             self.run_dir, store.counts(), best[0] if best else None, time.perf_counter() - start, overhead
         )
 
-    def _finished(self, round_: int) -> bool:
-        if self._evaluated_before(round_) >= self.config.budget:
-            return True
-        # a strategy that only proposes repeats (a tiny space) must not loop forever
-        return self.store.total_trials_before(round_) >= 50 * self.config.budget
+    def _ask_ahead(self, round_: int, asked: int) -> int:
+        """Ask rounds up to ``round_ + lookahead`` (within the budget); returns rounds asked.
 
-    def _evaluated_before(self, round_: int) -> int:
-        return self.store.evaluated_before(round_)
+        Which rounds are asked, and when, depends only on the committed state and the
+        trials asked so far, never on timing: a resumed run asks exactly what an
+        uninterrupted one did.
+        """
+        cfg = self.config
+        round_size = cfg.round_size or self.strategy.batch_size
+        while asked <= round_ + cfg.lookahead:
+            planned = self.store.planned_before(asked)
+            # a strategy that only proposes repeats (a tiny space) must not loop forever
+            if planned >= cfg.budget or self.store.total_trials_before(asked) >= 50 * cfg.budget:
+                break
+            self._queue_round(asked, self.strategy.ask(min(round_size, cfg.budget - planned)))
+            asked += 1
+        return asked
+
+    @staticmethod
+    def _runnable(trials: list[Trial]) -> list[Trial]:
+        return [t for t in trials if t.reused_from is None and not t.finished]
 
     def _queue_round(self, round_: int, archs: list[Architecture]) -> list[Trial]:
         existing = self.store.trials(round_=round_)
@@ -277,7 +297,9 @@ class Search:
         for i, arch in enumerate(archs):
             reused: int | None = None
             if self.config.reuse_results:
-                prior = self.store.finished_by_key(arch.key)
+                # any earlier trial of the same architecture, finished or not: whether it has
+                # finished yet depends on timing, and what is reused must not
+                prior = self.store.first_by_key(arch.key)
                 if prior is not None:
                     reused = prior.id
                 else:
@@ -288,23 +310,30 @@ class Search:
         self.store.add_trials(round_, rows)
         return self.store.trials(round_=round_)
 
-    def _evaluate(self, executor: Executor, trials: list[Trial]) -> float:
-        """Run the round's unfinished trials; returns the seconds spent in the store."""
+    def _evaluate(self, executor: Executor, round_: int, todo: list[Trial], submitted: set[int]) -> float:
+        """Submit what is not yet running, then collect results until round ``round_`` is
+        complete (later rounds' trials keep the workers busy meanwhile). Returns the
+        seconds spent recording results."""
         overhead = 0.0
-        todo = [t for t in trials if t.reused_from is None and not t.finished]
-        # longest first, so the last worker to finish does not start the biggest child last
-        todo.sort(key=lambda t: -self._cost_estimate(t.arch))
-        for t in todo:
+        new = [t for t in todo if t.id not in submitted]
+        # by round, and within a round largest first, so no worker starts the biggest child last
+        new.sort(key=lambda t: (t.round, -self._cost_estimate(t.arch)))
+        for t in new:
             executor.submit(Task(t.id, t.arch, t.seed))
+            submitted.add(t.id)
+        waiting = {t.id for t in self._runnable(self.store.trials(round_=round_))}
         for listener in self.listeners:
-            listener.on_running(min(executor.capacity, len(todo)))
-        while executor.pending():
+            listener.on_running(min(executor.capacity, executor.pending()))
+        while waiting and executor.pending():
             for trial_id, result in executor.wait():
                 t0 = time.perf_counter()
                 self._record(trial_id, result)
+                waiting.discard(trial_id)
                 overhead += time.perf_counter() - t0
             for listener in self.listeners:
                 listener.on_running(min(executor.capacity, executor.pending()))
+        if waiting:
+            raise NasrlError(f"round {round_}: trials {sorted(waiting)} were never run (executor lost them)")
         return overhead
 
     def _record(self, trial_id: int, result: EvalResult) -> None:

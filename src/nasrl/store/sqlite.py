@@ -62,6 +62,7 @@ CREATE INDEX IF NOT EXISTS trials_by_round ON trials(round);
 CREATE TABLE IF NOT EXISTS strategy (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     round INTEGER NOT NULL,
+    asked INTEGER NOT NULL,
     state BLOB NOT NULL,
     saved_at REAL NOT NULL
 );
@@ -188,7 +189,12 @@ class TrialStore:
     # -- the run -------------------------------------------------------------------------
     @classmethod
     def create_run(
-        cls, path: str | Path, config: Mapping[str, Any], seed: int, version: str, strategy_state: Mapping[str, Any]
+        cls,
+        path: str | Path,
+        config: Mapping[str, Any],
+        seed: int,
+        version: str,
+        strategy_state: Mapping[str, Any],
     ) -> TrialStore:
         """Create the database under a temporary name and rename it into place, so a reader
         (or a crash) never meets a half-initialized run."""
@@ -211,7 +217,7 @@ class TrialStore:
                 (time.time(), json.dumps(config, sort_keys=True), seed, version, SCHEMA_VERSION),
             )
             db.execute(
-                "INSERT INTO strategy VALUES (1, 0, ?, ?)", (encode_state(strategy_state), time.time())
+                "INSERT INTO strategy VALUES (1, 0, 0, ?, ?)", (encode_state(strategy_state), time.time())
             )
 
     def run_info(self) -> dict[str, Any]:
@@ -238,28 +244,30 @@ class TrialStore:
         self.db.execute("UPDATE runs SET status = ? WHERE id = 1", (status,))
 
     # -- strategy state --------------------------------------------------------------------
-    def strategy_state(self) -> tuple[int, dict[str, Any]]:
-        """(rounds committed so far, the strategy state after them)."""
-        row = self.db.execute("SELECT round, state FROM strategy WHERE id = 1").fetchone()
+    def strategy_state(self) -> tuple[int, int, dict[str, Any]]:
+        """(rounds told so far, rounds asked so far, the strategy state after both)."""
+        row = self.db.execute("SELECT round, asked, state FROM strategy WHERE id = 1").fetchone()
         if row is None:
             raise StoreError(f"{self.path}: damaged run database (no strategy state)")
         try:
-            return row["round"], decode_state(row["state"])
+            return row["round"], row["asked"], decode_state(row["state"])
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"{self.path}: damaged strategy state ({type(exc).__name__})") from None
 
     def commit_round(
-        self, round_: int, strategy_state: Mapping[str, Any], metrics: Mapping[str, Any]
+        self, round_: int, strategy_state: Mapping[str, Any], metrics: Mapping[str, Any], asked: int
     ) -> None:
-        """Mark the round's trials told and save the state they produced, atomically."""
+        """Mark the round's trials told and save the state they produced (which has also
+        asked ``asked`` rounds), atomically."""
         blob = encode_state(strategy_state)
         now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE trials SET told = 1 WHERE round = ?", (round_,))
             db.execute(
-                "UPDATE strategy SET round = ?, state = ?, saved_at = ? WHERE id = 1", (round_ + 1, blob, now)
+                "UPDATE strategy SET round = ?, asked = ?, state = ?, saved_at = ? WHERE id = 1",
+                (round_ + 1, asked, blob, now),
             )
             db.execute(
                 "INSERT OR REPLACE INTO updates VALUES (?, ?, ?)",
@@ -334,12 +342,10 @@ class TrialStore:
             raise StoreError(f"no trial {trial_id}")
         return _trial(row)
 
-    def finished_by_key(self, key: str) -> Trial | None:
-        """The first finished, evaluated (not reused) trial of an architecture."""
+    def first_by_key(self, key: str) -> Trial | None:
+        """The first evaluated (not reused) trial of an architecture, in any state."""
         row = self.db.execute(
-            "SELECT * FROM trials WHERE arch_key = ? AND reused_from IS NULL AND state IN "
-            "('complete', 'failed') ORDER BY id LIMIT 1",
-            (key,),
+            "SELECT * FROM trials WHERE arch_key = ? AND reused_from IS NULL ORDER BY id LIMIT 1", (key,)
         ).fetchone()
         return None if row is None else _trial(row)
 
@@ -356,13 +362,11 @@ class TrialStore:
         ).fetchone()[0]
         return out
 
-    def evaluated_before(self, round_: int) -> int:
-        """Budget used by the rounds before ``round_``."""
+    def planned_before(self, round_: int) -> int:
+        """Budget taken by the rounds before ``round_``: their trials that are not reused."""
         return int(
             self.db.execute(
-                "SELECT COUNT(*) FROM trials WHERE round < ? AND reused_from IS NULL AND state IN "
-                "('complete', 'failed')",
-                (round_,),
+                "SELECT COUNT(*) FROM trials WHERE round < ? AND reused_from IS NULL", (round_,)
             ).fetchone()[0]
         )
 
