@@ -66,9 +66,8 @@ def main() -> None:
         }
         for base in ("serial", "serial-1"):
             speedup = results[base].seconds / results["pool"].seconds
-            print(
-                f"pool speed-up over {base}: {speedup:.2f}x (target >= 1.6x) {'PASS' if speedup >= 1.6 else 'MISS'}"
-            )
+            verdict = "PASS" if speedup >= 1.6 else "MISS"
+            print(f"pool speed-up over {base}: {speedup:.2f}x (target >= 1.6x) {verdict}")
         worst = max(100 * r.overhead_seconds / r.seconds for r in results.values())
         verdict = "PASS" if worst < 2 else "MISS"
         print(f"controller+store {worst:.2f}% of wall time at most (target < 2%) {verdict}")

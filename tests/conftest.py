@@ -30,3 +30,8 @@ def nb201_table(nb201_table_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     return shared_file("fashion-mnist", "train-images-idx3-ubyte.gz").parent
+
+
+@pytest.fixture(scope="session")
+def shared_ptb() -> Path:
+    return shared_file("ptb", "ptb.valid.txt").parent

@@ -14,28 +14,38 @@ SPACE_VARIANTS: dict[str, list[dict[str, object]]] = {
              {"skip_connections": False, "num_layers": 3}],
     "nb201": [{}],
 }
-BUILD_OPTIONS: dict[str, dict[str, object]] = {"nb201": {"channels": 4, "cells_per_stage": 1}}
+BUILD_OPTIONS: dict[str, dict[str, object]] = {
+    "nb201": {"channels": 4, "cells_per_stage": 1},
+    "rnn_cell": {"hidden_size": 12, "embedding_size": 12},
+}
+VOCAB = 7
 
 
 @pytest.mark.parametrize("name", list_spaces())
 def test_every_registered_space_builds_and_trains(name: str) -> None:
     assert has_builder(name), f"space {name!r} has no model builder"
-    assert builder_task(name) == "image", f"add a test input for task {builder_task(name)!r}"
+    task = builder_task(name)
+    assert task in ("image", "language"), f"add a test input for task {task!r}"
     rng = np.random.default_rng(0)
     for params in SPACE_VARIANTS.get(name, [{}]):
         space = get_space(name, **params)  # type: ignore[arg-type]
         for _ in range(4):
             arch = space.sample(rng)
-            model = build_model(space, arch, input_shape=(3, 12, 12), num_classes=7,
-                                **BUILD_OPTIONS.get(name, {}))
-            x = torch.randn(4, 3, 12, 12)
-            out = model(x)
-            assert out.shape == (4, 7)
+            shape = (3, 12, 12) if task == "image" else (6,)
+            model = build_model(space, arch, input_shape=shape, num_classes=VOCAB, **BUILD_OPTIONS.get(name, {}))
+            if task == "image":
+                out = model(torch.randn(4, 3, 12, 12))
+                assert out.shape == (4, VOCAB)
+            else:
+                out, state = model(torch.randint(VOCAB, (4, 6)))
+                assert out.shape == (4, 6, VOCAB) and len(state) == 2
+                out = out.clamp(-1e3, 1e3)  # a random cell may grow; the test is about the graph
             out.square().mean().backward()
             # (an op whose node feeds nothing gets no gradient; that is the architecture)
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             assert all(torch.isfinite(g).all() for g in grads)
-            assert model.classifier.weight.grad is not None
+            head = model.classifier if task == "image" else model.decoder
+            assert head.weight.grad is not None
             assert sum(g.abs().sum() > 0 for g in grads) >= 2
 
 

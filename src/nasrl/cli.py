@@ -66,8 +66,10 @@ def _add_train_parser(sub: Any) -> None:
                        help="space of the architecture (default: the one its JSON names)")
     train.add_argument("--space-param", dest="space_params", action="append", default=[],
                        metavar="KEY=VALUE", help="space parameter, e.g. predict_strides=true")
-    train.add_argument("--dataset", default="digits",
-                       help="digits | fashion-mnist | cifar10 (default: %(default)s)")
+    train.add_argument("--dataset", default=None,
+                       help="digits | fashion-mnist | cifar10, or ptb for rnn_cell (default: digits / ptb)")
+    train.add_argument("--train-on-valid", action="store_true",
+                       help="PTB without ptb.train.txt: train on the validation text")
     train.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
     train.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: 10)")
     train.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: 128)")
@@ -162,6 +164,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nasrl.training import TrainConfig, TrainResult, train_architecture
 
     space, arch = read_architecture(args.arch, args.space, _assignments(args.space_params))
+    from nasrl.models import builder_task
+
+    if builder_task(space.name) == "language":
+        return _train_language(args, space, arch)
+    args.dataset = args.dataset or "digits"
     values = _assignments(args.overrides)
     for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size),
                        ("learning_rate", args.lr)):
@@ -193,6 +200,41 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{result.macs / 1e6:.1f}M MACs, {result.wall_time:.1f}s)")
     if args.save and model is not None:
         _save_trained(args, space, arch, model, result, config, architecture_document)
+    return 0
+
+
+def _train_language(args: argparse.Namespace, space: Any, arch: Any) -> int:
+    import torch
+
+    from nasrl.config import build
+    from nasrl.data.text import load_text
+    from nasrl.training import TrainResult
+    from nasrl.training.language import LMTrainConfig, train_cell
+
+    values = _assignments(args.overrides)
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr)):
+        if value is not None:
+            values[key] = value
+    config = build(LMTrainConfig, values)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_text(args.dataset or "ptb", data_dir=args.data_dir, train_on_valid=args.train_on_valid)
+    print(f"nasrl train: {space.name} {space.describe(arch)}", flush=True)
+    note = f"; {data.note}" if data.note else ""
+    print(f"  {data.name}: {len(data.train)} train tokens, {len(data.valid)} validation, "
+          f"{len(data.test)} test, vocabulary {data.vocab_size}{note}; {config.epochs} epochs", flush=True)
+
+    def report(epoch: int, res: TrainResult) -> None:
+        print(f"  epoch {epoch + 1:3d}/{config.epochs}  loss {res.train_loss[-1]:.4f}  "
+              f"val ppl {res.extra['val_ppl']:.1f}  {res.wall_time:7.1f}s", flush=True)
+
+    result, _ = train_cell(space, arch, data, config, seed=args.seed, device=args.device, test=True,
+                           on_epoch=report, build_options=_assignments(args.build_options))
+    if not result.ok:
+        print(f"nasrl train: training failed: {result.error}", file=sys.stderr)
+        return 1
+    print(f"test perplexity {result.extra['test_ppl']:.1f}  ({result.params:,} parameters, "
+          f"{result.wall_time:.1f}s)")
     return 0
 
 

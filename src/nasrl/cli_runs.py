@@ -24,6 +24,7 @@ FLAG_KEYS = {  # command-line flag -> config key
     "executor": "executor",
     "workers": "workers",
     "ray_address": "ray_address",
+    "train_on_valid": "train_on_valid",
 }
 
 
@@ -31,7 +32,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     search = sub.add_parser("search", help="run an architecture search (the main job)")
     search.add_argument("--config", type=Path, default=None, help="TOML file of settings")
     search.add_argument("--space", help="search space (default: conv)")
-    search.add_argument("--dataset", help="digits | fashion-mnist | cifar10 (default: digits)")
+    search.add_argument(
+        "--dataset", help="digits | fashion-mnist | cifar10 | ptb (default: digits, ptb for rnn_cell)"
+    )
     search.add_argument("--data-dir", help="folder holding the dataset's files")
     search.add_argument("--strategy", help="reinforce | random | evolution (default: reinforce)")
     search.add_argument("--evaluator", choices=["training", "tabular"], help="(default: training)")
@@ -49,6 +52,12 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="any setting by dotted key, e.g. training.epochs=5 or strategy_config.lr=0.01",
+    )
+    search.add_argument(
+        "--train-on-valid",
+        action="store_true",
+        default=None,
+        help="PTB without ptb.train.txt: train on the validation text",
     )
     search.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -117,9 +126,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = load_config(_config_values(args))
     out = args.out or Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
     search = Search.create(out, config)
+    where = "" if config.evaluator == "tabular" else f" on {config.dataset or 'its default data'}"
     print(
         f"nasrl search: {config.space} space, {config.strategy}, {config.evaluator} evaluator"
-        f"{'' if config.evaluator == 'tabular' else f' on {config.dataset}'}, budget {config.budget}, "
+        f"{where}, budget {config.budget}, "
         f"seed {config.seed}, {config.executor} executor; run directory {out}",
         flush=True,
     )
@@ -183,6 +193,8 @@ def _print_best(space: Any, trials: list[Any]) -> None:
     for rank, t in enumerate(trials, 1):
         acc = t.metrics.get("val_acc_max_last", t.metrics.get("val_acc"))
         acc_text = f", validation accuracy {100 * acc:.2f}%" if acc is not None else ""
+        if "val_ppl_best" in t.metrics:
+            acc_text = f", validation perplexity {t.metrics['val_ppl_best']:.1f}"
         print(f"#{rank} trial {t.id}: reward {t.reward:.4f}{acc_text}")
         print(f"   {space.describe(t.arch)}")
 

@@ -115,20 +115,34 @@ def _model(
                 space, trial.arch, input_shape=shape, num_classes=classes, **config.build_options
             )
         return model, torch.zeros(1, *shape)
-    data = load_images(config.dataset, data_dir=config.data_dir, seed=config.seed)
+    if config.space == "rnn_cell" or (config.dataset or "digits") == "ptb":
+        raise NasrlError(
+            "model export of rnn_cell runs is not supported yet: export json and use nasrl train"
+        )
+    data = load_images(config.dataset or "digits", data_dir=config.data_dir, seed=config.seed)
     example = data.test_x[:1].clone()
     if untrained:
         with seeded(config.seed):
             model = build_model(
-                space, trial.arch, input_shape=data.input_shape, num_classes=data.num_classes,
+                space,
+                trial.arch,
+                input_shape=data.input_shape,
+                num_classes=data.num_classes,
                 **config.build_options,
             )
         return model, example
     training = replace(config.training, epochs=epochs or config.training.epochs)
     log(f"training trial {trial.id} on {config.dataset} train + validation for {training.epochs} epochs")
     result, trained = train_architecture(
-        space, trial.arch, data.for_final_training(), training, seed=config.seed, device="cpu",
-        test=True, validate=False, build_options=config.build_options,
+        space,
+        trial.arch,
+        data.for_final_training(),
+        training,
+        seed=config.seed,
+        device="cpu",
+        test=True,
+        validate=False,
+        build_options=config.build_options,
     )
     if not result.ok or trained is None:
         raise NasrlError(f"training trial {trial.id} for export failed: {result.error}")

@@ -33,6 +33,7 @@ from nasrl.spaces.registry import get_space
 from nasrl.store.sqlite import StoreError, Trial, TrialState, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 from nasrl.training.image import TrainConfig
+from nasrl.training.language import LMTrainConfig
 
 DB_NAME = "runs.db"
 CONFIG_NAME = "config.json"
@@ -50,10 +51,14 @@ class SearchConfig:
     strategy: str = "reinforce"
     strategy_config: dict[str, Any] = field(default_factory=dict)
     evaluator: Literal["training", "tabular"] = "training"
-    dataset: str = "digits"
+    dataset: str | None = None
+    """Default: digits for image spaces, ptb for rnn_cell."""
+    train_on_valid: bool = False
+    """PTB without ptb.train.txt: train on 90% of the validation text, validate on the rest."""
     data_dir: str | None = None
     table: str | None = None
     training: TrainConfig = SEARCH_TRAINING
+    lm_training: LMTrainConfig = LMTrainConfig()  # noqa: RUF009  (frozen, so sharing it is safe)
     build_options: dict[str, Any] = field(default_factory=dict)
     budget: int = 30
     """Distinct architectures evaluated (failed ones count; reused results do not)."""
@@ -113,6 +118,8 @@ def make_evaluator(config: SearchConfig, space: SearchSpace) -> Evaluator:
         space,
         config.dataset,
         config=config.training,
+        lm_config=config.lm_training,
+        train_on_valid=config.train_on_valid,
         data_dir=config.data_dir,
         data_seed=config.seed,
         device=config.device,

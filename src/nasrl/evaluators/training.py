@@ -10,27 +10,51 @@ import os
 from typing import Any
 
 from nasrl.data.images import ImageData, load_images
+from nasrl.data.text import TextData, load_text
 from nasrl.evaluators.base import EvalResult, Evaluator
+from nasrl.models import builder_task
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.training import TrainConfig, train_architecture
+from nasrl.training.language import LMTrainConfig, train_cell
 
 
 class TrainingEvaluator(Evaluator):
-    def __init__(self, space: SearchSpace, dataset: str = "digits", *, config: TrainConfig | None = None,
-                 data_dir: str | os.PathLike[str] | None = None, data_seed: int = 0, device: str = "auto",
-                 build_options: dict[str, Any] | None = None) -> None:
+    """Trains image classifiers (``conv``, ``nb201``) or language models (``rnn_cell``),
+    whichever the space's builder makes."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        dataset: str | None = None,
+        *,
+        config: TrainConfig | None = None,
+        lm_config: LMTrainConfig | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        data_seed: int = 0,
+        device: str = "auto",
+        build_options: dict[str, Any] | None = None,
+        train_on_valid: bool = False,
+    ) -> None:
         self.space = space
-        self.dataset = dataset
+        self.task = builder_task(space.name)
+        self.dataset = dataset or ("ptb" if self.task == "language" else "digits")
         self.config = config or TrainConfig()
+        self.lm_config = lm_config or LMTrainConfig()
+        self.train_on_valid = train_on_valid
         self.data_dir = None if data_dir is None else str(data_dir)
         self.data_seed = data_seed
         self.device = device
         self.build_options = dict(build_options or {})
-        self._data: ImageData | None = None
+        self._data: ImageData | TextData | None = None
 
-    def data(self) -> ImageData:
+    def data(self) -> ImageData | TextData:
         if self._data is None:
-            self._data = load_images(self.dataset, data_dir=self.data_dir, seed=self.data_seed)
+            if self.task == "language":
+                self._data = load_text(
+                    self.dataset, data_dir=self.data_dir, train_on_valid=self.train_on_valid
+                )
+            else:
+                self._data = load_images(self.dataset, data_dir=self.data_dir, seed=self.data_seed)
         return self._data
 
     def __getstate__(self) -> dict[str, Any]:
@@ -39,10 +63,40 @@ class TrainingEvaluator(Evaluator):
         return state
 
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        result, _ = train_architecture(self.space, arch, self.data(), self.config, seed=seed,
-                                       device=self.device, build_options=self.build_options)
+        data = self.data()
+        if isinstance(data, TextData):
+            result, _ = train_cell(
+                self.space,
+                arch,
+                data,
+                self.lm_config,
+                seed=seed,
+                device=self.device,
+                build_options=self.build_options,
+            )
+            return EvalResult(
+                "complete" if result.ok else "failed",
+                result.reward,
+                result.metrics(),
+                cost=result.wall_time,
+                error=result.error,
+            )
+        result, _ = train_architecture(
+            self.space,
+            arch,
+            data,
+            self.config,
+            seed=seed,
+            device=self.device,
+            build_options=self.build_options,
+        )
         metrics = result.metrics()
         if result.val_acc:
-            metrics["val_acc_max_last"] = max(result.val_acc[-self.config.reward_window:])
-        return EvalResult("complete" if result.ok else "failed", result.reward, metrics,
-                          cost=result.wall_time, error=result.error)
+            metrics["val_acc_max_last"] = max(result.val_acc[-self.config.reward_window :])
+        return EvalResult(
+            "complete" if result.ok else "failed",
+            result.reward,
+            metrics,
+            cost=result.wall_time,
+            error=result.error,
+        )

@@ -12,6 +12,7 @@ from nasrl.spaces.base import (
 from nasrl.spaces.conv import ConvSpace
 from nasrl.spaces.nb201 import NB201Space
 from nasrl.spaces.registry import get_space, list_spaces, register_space
+from nasrl.spaces.rnn_cell import RNNCellSpace
 
 __all__ = [
     "Architecture",
@@ -20,6 +21,7 @@ __all__ = [
     "ConvSpace",
     "Decision",
     "NB201Space",
+    "RNNCellSpace",
     "SearchSpace",
     "SkipSet",
     "SpaceError",
