@@ -126,7 +126,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = load_config(_config_values(args))
     out = args.out or Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
     search = Search.create(out, config)
-    where = "" if config.evaluator == "tabular" else f" on {config.dataset or 'its default data'}"
+    from nasrl.models import builder_task
+
+    default = "ptb" if builder_task(config.space) == "language" else "digits"
+    where = "" if config.evaluator == "tabular" else f" on {config.dataset or default}"
     print(
         f"nasrl search: {config.space} space, {config.strategy}, {config.evaluator} evaluator"
         f"{where}, budget {config.budget}, "
