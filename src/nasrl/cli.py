@@ -160,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from nasrl.config import build
     from nasrl.data import load_images
-    from nasrl.spaces.io import architecture_document, read_architecture
+    from nasrl.spaces.io import read_architecture
     from nasrl.training import TrainConfig, TrainResult, train_architecture
 
     space, arch = read_architecture(args.arch, args.space, _assignments(args.space_params))
@@ -199,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"test accuracy {100 * result.test_acc:.2f}%  ({result.params:,} parameters, "
           f"{result.macs / 1e6:.1f}M MACs, {result.wall_time:.1f}s)")
     if args.save and model is not None:
-        _save_trained(args, space, arch, model, result, config, architecture_document)
+        _save_trained(args, space, arch, model, result, config)
     return 0
 
 
@@ -239,18 +239,20 @@ def _train_language(args: argparse.Namespace, space: Any, arch: Any) -> int:
 
 
 def _save_trained(args: argparse.Namespace, space: Any, arch: Any, model: Any, result: Any,
-                  config: Any, document: Any) -> None:
+                  config: Any) -> None:
     import dataclasses
     import json
 
     import torch
+
+    from nasrl.spaces.io import architecture_document
 
     source = Path(args.arch).expanduser()
     stem = source.with_suffix("") if source.is_file() else Path(f"arch-{arch.key}")
     weights, record = stem.with_name(stem.name + ".pt"), stem.with_name(stem.name + ".train.json")
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
     record.write_text(json.dumps({
-        "architecture": document(space, arch), "dataset": args.dataset, "seed": args.seed,
+        "architecture": architecture_document(space, arch), "dataset": args.dataset, "seed": args.seed,
         "final": args.final, "training": dataclasses.asdict(config), "test_acc": result.test_acc,
         "val_acc": result.val_acc, "params": result.params, "macs": result.macs,
         "wall_time": result.wall_time, "version": __version__,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -235,7 +235,7 @@ class Search:
                     store.set_status("finished")
                     break
                 todo = [t for r in range(round_, asked) for t in self._runnable(store.trials(round_=r))]
-                if todo or any(t.reused_from is None and not t.finished for t in store.trials(round_=round_)):
+                if todo:
                     if executor is None:
                         executor = make_executor(
                             cfg.executor,
@@ -322,13 +322,12 @@ class Search:
         complete (later rounds' trials keep the workers busy meanwhile). Returns the
         seconds spent recording results."""
         overhead = 0.0
+        # todo is in round order, and earlier rounds are told first, so they are submitted first
         new = [t for t in todo if t.id not in submitted]
-        # by round, and within a round largest first, so no worker starts the biggest child last
-        new.sort(key=lambda t: (t.round, -self._cost_estimate(t.arch)))
         for t in new:
             executor.submit(Task(t.id, t.arch, t.seed))
             submitted.add(t.id)
-        waiting = {t.id for t in self._runnable(self.store.trials(round_=round_))}
+        waiting = {t.id for t in todo if t.round == round_}
         for listener in self.listeners:
             listener.on_running(min(executor.capacity, executor.pending()))
         while waiting and executor.pending():
@@ -375,9 +374,6 @@ class Search:
         reward = trial.reward if trial.state == "complete" else self.config.failure_reward
         return Observation(trial.arch, reward)
 
-    def _cost_estimate(self, arch: Architecture) -> float:
-        estimate: Callable[[Architecture], float] | None = getattr(self, "cost_estimate", None)
-        return estimate(arch) if estimate is not None else 0.0
 
 
 RESUME_OVERRIDABLE = (

@@ -14,7 +14,7 @@ from nasrl.data.text import TextData, load_text
 from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.models import builder_task
 from nasrl.spaces.base import Architecture, SearchSpace
-from nasrl.training import TrainConfig, train_architecture
+from nasrl.training import TrainConfig, TrainResult, train_architecture
 from nasrl.training.language import LMTrainConfig, train_cell
 
 
@@ -65,38 +65,17 @@ class TrainingEvaluator(Evaluator):
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         data = self.data()
         if isinstance(data, TextData):
-            result, _ = train_cell(
-                self.space,
-                arch,
-                data,
-                self.lm_config,
-                seed=seed,
-                device=self.device,
-                build_options=self.build_options,
-            )
-            return EvalResult(
-                "complete" if result.ok else "failed",
-                result.reward,
-                result.metrics(),
-                cost=result.wall_time,
-                error=result.error,
-            )
-        result, _ = train_architecture(
-            self.space,
-            arch,
-            data,
-            self.config,
-            seed=seed,
-            device=self.device,
-            build_options=self.build_options,
-        )
+            result, _ = train_cell(self.space, arch, data, self.lm_config, seed=seed, device=self.device,
+                                   build_options=self.build_options)
+            return _eval_result(result, result.metrics())
+        result, _ = train_architecture(self.space, arch, data, self.config, seed=seed, device=self.device,
+                                       build_options=self.build_options)
         metrics = result.metrics()
         if result.val_acc:
             metrics["val_acc_max_last"] = max(result.val_acc[-self.config.reward_window :])
-        return EvalResult(
-            "complete" if result.ok else "failed",
-            result.reward,
-            metrics,
-            cost=result.wall_time,
-            error=result.error,
-        )
+        return _eval_result(result, metrics)
+
+
+def _eval_result(result: TrainResult, metrics: dict[str, float]) -> EvalResult:
+    return EvalResult("complete" if result.ok else "failed", result.reward, metrics, cost=result.wall_time,
+                      error=result.error)

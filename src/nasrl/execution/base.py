@@ -61,6 +61,10 @@ class Executor(abc.ABC):
         """Stop workers; unfinished tasks are dropped (a resumed run re-queues them)."""
 
 
+def timed_out(seconds: float) -> EvalResult:
+    return EvalResult("failed", None, cost=seconds, error=f"timed out after {seconds:g}s")
+
+
 def safe_evaluate(evaluator: Evaluator, arch: Architecture, seed: int) -> EvalResult:
     """Evaluators should not raise for a bad child; if one does, it is still the trial's failure."""
     try:

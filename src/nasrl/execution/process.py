@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from nasrl.evaluators.base import EvalResult, Evaluator
-from nasrl.execution.base import Executor, Task, safe_evaluate
+from nasrl.execution.base import Executor, Task, safe_evaluate, timed_out
 from nasrl.spaces.base import Architecture
 
 
@@ -160,17 +160,7 @@ class ProcessExecutor(Executor):
                     )
             elif self.trial_timeout is not None and now - worker.started >= self.trial_timeout:
                 self._replace(worker, kill=True)
-                done.append(
-                    (
-                        task.trial_id,
-                        EvalResult(
-                            "failed",
-                            None,
-                            cost=self.trial_timeout,
-                            error=f"timed out after {self.trial_timeout:g}s",
-                        ),
-                    )
-                )
+                done.append((task.trial_id, timed_out(self.trial_timeout)))
         return done
 
     def _replace(self, worker: _Worker, kill: bool = False) -> None:

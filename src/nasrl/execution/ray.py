@@ -13,7 +13,7 @@ from typing import Any
 
 from nasrl.errors import NasrlError
 from nasrl.evaluators.base import EvalResult, Evaluator
-from nasrl.execution.base import Executor, Task, safe_evaluate
+from nasrl.execution.base import Executor, Task, safe_evaluate, timed_out
 from nasrl.spaces.base import Architecture
 
 
@@ -123,17 +123,7 @@ class RayExecutor(Executor):
                 if now - t0 >= self.trial_timeout:
                     ray.cancel(ref, force=True)
                     del self.refs[ref]
-                    done.append(
-                        (
-                            task.trial_id,
-                            EvalResult(
-                                "failed",
-                                None,
-                                cost=self.trial_timeout,
-                                error=f"timed out after {self.trial_timeout:g}s",
-                            ),
-                        )
-                    )
+                    done.append((task.trial_id, timed_out(self.trial_timeout)))
         return done
 
     def close(self) -> None:

@@ -12,6 +12,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from nasrl.errors import NasrlError
+from nasrl.spaces.base import Architecture, SearchSpace
+
 
 class Diverged(RuntimeError):
     """The training loss stopped being finite."""
@@ -84,6 +87,24 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def build_seeded(
+    space: SearchSpace, arch: Architecture, seed: int, *, input_shape: tuple[int, ...], num_classes: int,
+    build_options: dict[str, Any] | None = None,
+) -> nn.Module | TrainResult:
+    """Build ``arch`` with weights drawn from ``seed``; a child that cannot be built is a failed
+    result, while bad input (an unknown builder option) still raises."""
+    from nasrl.models import build_model
+
+    try:
+        with seeded(seed):
+            return build_model(space, arch, input_shape=input_shape, num_classes=num_classes,
+                               **(build_options or {}))
+    except NasrlError:
+        raise
+    except Exception as exc:
+        return failure(exc, TrainResult(status="failed"))
 
 
 def count_params(model: nn.Module) -> int:

@@ -22,16 +22,15 @@ from torch import Tensor, nn
 from nasrl.data.augment import random_crop, random_flip
 from nasrl.data.images import ImageData
 from nasrl.errors import NasrlError
-from nasrl.models import build_model
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.training.common import (
     TrainResult,
+    build_seeded,
     check_finite,
     count_macs,
     count_params,
     failure,
     resolve_device,
-    seeded,
 )
 
 
@@ -219,14 +218,10 @@ def train_architecture(space: SearchSpace, arch: Architecture, data: ImageData, 
                        validate: bool = True, on_epoch: EpochCallback | None = None,
                        build_options: dict[str, Any] | None = None) -> tuple[TrainResult, nn.Module | None]:
     """Build ``arch`` with weights drawn from ``seed`` and train it; a build error is a failed result."""
-    try:
-        with seeded(seed):
-            model = build_model(space, arch, input_shape=data.input_shape, num_classes=data.num_classes,
-                                **(build_options or {}))
-    except NasrlError:
-        raise  # bad input (unknown builder option), not a failing child
-    except Exception as exc:
-        return failure(exc, TrainResult(status="failed")), None
+    model = build_seeded(space, arch, seed, input_shape=data.input_shape, num_classes=data.num_classes,
+                         build_options=build_options)
+    if isinstance(model, TrainResult):
+        return model, None
     result = train_model(model, data, config, seed=seed, device=device, test=test, validate=validate,
                          on_epoch=on_epoch)
     return result, model

@@ -15,9 +15,8 @@ from torch import Tensor, nn
 
 from nasrl.data.text import TextData
 from nasrl.errors import NasrlError
-from nasrl.models import build_model
 from nasrl.spaces.base import Architecture, SearchSpace
-from nasrl.training.common import Diverged, TrainResult, count_params, failure, resolve_device, seeded
+from nasrl.training.common import Diverged, TrainResult, build_seeded, count_params, failure, resolve_device
 
 
 @dataclass(frozen=True)
@@ -158,7 +157,6 @@ def train_language_model(
         if not math.isfinite(best):
             raise Diverged("validation perplexity is not finite")
         result.reward = config.reward_c / best**config.reward_power
-        result.val_acc = []  # no accuracy for a language model; perplexities are in extra
         if test:
             result.extra["test_ppl"] = perplexity(model, data.test, config)
     except Exception as exc:
@@ -180,15 +178,16 @@ def train_cell(
     build_options: dict[str, Any] | None = None,
 ) -> tuple[TrainResult, nn.Module | None]:
     """Build the language model around ``arch`` with weights from ``seed`` and train it."""
-    try:
-        with seeded(seed):
-            model = build_model(
-                space, arch, input_shape=(config.bptt,), num_classes=data.vocab_size, **(build_options or {})
-            )
-    except NasrlError:
-        raise
-    except Exception as exc:
-        return failure(exc, TrainResult(status="failed")), None
+    model = build_seeded(
+        space,
+        arch,
+        seed,
+        input_shape=(config.bptt,),
+        num_classes=data.vocab_size,
+        build_options=build_options,
+    )
+    if isinstance(model, TrainResult):
+        return model, None
     return train_language_model(
         model, data, config, seed=seed, device=device, test=test, on_epoch=on_epoch
     ), model
