@@ -125,6 +125,25 @@ def test_failed_results_are_not_learned_from() -> None:
     assert s.buffer == [] and len(s.seen) == 6
 
 
+def test_elite_imitation_raises_the_best_architectures_probability() -> None:
+    def log_p(s: Reinforce) -> float:
+        with torch.no_grad():
+            return float(s.controller.score(s.controller.encode([TARGET])).log_prob)
+
+    cfg = {"baseline": "none", "batch_size": 4, "reward_transform": "identity"}
+    imitating = make_strategy("reinforce", TOY, 0, {**cfg, "elite_weight": 0.5})
+    plain = make_strategy("reinforce", TOY, 0, {**cfg, "elite_weight": 0.0})
+    assert isinstance(imitating, Reinforce) and isinstance(plain, Reinforce)
+    start = log_p(plain)
+    others = plain.ask(30)
+    for s in (imitating, plain):
+        s.tell([Observation(TARGET, 0.2)] + [Observation(a, 0.1) for a in others[:3]])
+        for i in range(3, 30, 3):  # rewards of 0: no policy gradient, only imitation moves
+            s.tell([Observation(a, 0.0) for a in others[i : i + 3]] + [Observation(TARGET, 0.0)])
+    assert imitating.elites[0] == (0.2, TOY.to_tokens(TARGET))
+    assert log_p(imitating) > max(log_p(plain), start) + 1.0
+
+
 def test_avoid_seen_never_repeats_while_unseen_remain() -> None:
     small = SearchSpace([Categorical("a", (0, 1, 2), "k"), Categorical("b", (0, 1), "k2")])
     s = make_strategy("reinforce", small, 0, {"avoid_seen": True, "batch_size": 2})
@@ -153,6 +172,8 @@ def test_config_errors_name_the_key() -> None:
         make_strategy("reinforce", TOY, 0, {"baseline": "mean"})
     with pytest.raises(ConfigError, match="batch_size"):
         make_strategy("reinforce", TOY, 0, {"batch_size": 0})
+    with pytest.raises(ConfigError, match="elite_weight must be >= 0"):
+        make_strategy("reinforce", TOY, 0, {"elite_weight": -1})
     with pytest.raises(ConfigError, match="tournament_size"):
         make_strategy("evolution", TOY, 0, {"tournament_size": 99})
     with pytest.raises(ConfigError, match="unknown strategy 'ppo2'"):
