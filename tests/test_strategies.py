@@ -138,7 +138,9 @@ def test_elite_imitation_raises_the_best_architectures_probability() -> None:
     others = plain.ask(30)
     for s in (imitating, plain):
         s.tell([Observation(TARGET, 0.2)] + [Observation(a, 0.1) for a in others[:3]])
-        for i in range(3, 30, 3):  # rewards of 0: no policy gradient, only imitation moves
+        # rewards of 0 from here on: no new policy gradient (plain only coasts on Adam's
+        # momentum from the first batch); the imitating one is pulled towards TARGET
+        for i in range(3, 30, 3):
             s.tell([Observation(a, 0.0) for a in others[i : i + 3]] + [Observation(TARGET, 0.0)])
     assert imitating.elites[0] == (0.2, TOY.to_tokens(TARGET))
     assert log_p(imitating) > max(log_p(plain), start) + 1.0
@@ -174,6 +176,8 @@ def test_config_errors_name_the_key() -> None:
         make_strategy("reinforce", TOY, 0, {"batch_size": 0})
     with pytest.raises(ConfigError, match="elite_weight must be >= 0"):
         make_strategy("reinforce", TOY, 0, {"elite_weight": -1})
+    with pytest.raises(ConfigError, match="elite_size must be >= 0"):
+        make_strategy("reinforce", TOY, 0, {"elite_size": -1})
     with pytest.raises(ConfigError, match="tournament_size"):
         make_strategy("evolution", TOY, 0, {"tournament_size": 99})
     with pytest.raises(ConfigError, match="unknown strategy 'ppo2'"):

@@ -71,7 +71,8 @@ class ReinforceConfig:
     avoid_seen -- the elites themselves are never proposed again -- the policy puts its
     mass next to the best architecture found, as evolution's mutations do, while the
     policy gradient still learns which decisions matter. Scale: the advantages of cubed
-    accuracies are ~0.01-0.1, so 0.02 is a nudge, not a takeover (Adam sees the sum)."""
+    accuracies are ~0.01-0.1, so 0.02 is a nudge, not a takeover (Adam sees the sum). With
+    update_epochs > 1 the term is added, unclipped, in every epoch."""
 
     @classmethod
     def paper(cls) -> ReinforceConfig:
@@ -261,7 +262,8 @@ class Reinforce(Strategy):
                        for a, r in state["buffer"]]
         self.seen = {self.space.from_tokens(row).key: list(row) for row in state["seen"]}
         self.sampled_logp = {str(k): float(v) for k, v in state["sampled_logp"].items()}
-        self.elites = [(float(r), [int(t) for t in row]) for r, row in state["elites"]]
+        # .get: states saved before elites existed resume with an empty queue
+        self.elites = [(float(r), [int(t) for t in row]) for r, row in state.get("elites", [])]
 
 
 def _check_config(cfg: ReinforceConfig) -> None:
@@ -273,8 +275,10 @@ def _check_config(cfg: ReinforceConfig) -> None:
         raise ConfigError("reinforce.baseline_decay must be in [0, 1)")
     if cfg.update_epochs < 1:
         raise ConfigError("reinforce.update_epochs must be >= 1")
-    if cfg.elite_size < 0 or cfg.elite_weight < 0:
-        raise ConfigError("reinforce.elite_size and reinforce.elite_weight must be >= 0")
+    if cfg.elite_size < 0:
+        raise ConfigError("reinforce.elite_size must be >= 0")
+    if cfg.elite_weight < 0:
+        raise ConfigError("reinforce.elite_weight must be >= 0")
     if cfg.reward_clip is not None and cfg.reward_clip <= 0:
         raise ConfigError("reinforce.reward_clip must be > 0")
     if cfg.controller.temperature <= 0:
