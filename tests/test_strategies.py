@@ -146,6 +146,18 @@ def test_elite_imitation_raises_the_best_architectures_probability() -> None:
     assert log_p(imitating) > max(log_p(plain), start) + 1.0
 
 
+def test_state_saved_before_elites_existed_loads_with_an_empty_queue() -> None:
+    a = make_strategy("reinforce", TOY, 5)
+    a.tell([Observation(x, toy_reward(x)) for x in a.ask(10)])
+    state = a.state_dict()
+    assert isinstance(a, Reinforce) and a.elites
+    del state["elites"]
+    b = make_strategy("reinforce", TOY, 5)
+    assert isinstance(b, Reinforce)
+    b.load_state_dict(state)
+    assert b.elites == [] and b.ask(3) == a.ask(3)
+
+
 def test_avoid_seen_never_repeats_while_unseen_remain() -> None:
     small = SearchSpace([Categorical("a", (0, 1, 2), "k"), Categorical("b", (0, 1), "k2")])
     s = make_strategy("reinforce", small, 0, {"avoid_seen": True, "batch_size": 2})
