@@ -110,3 +110,13 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str,
     assert out.returncode == 2
     assert needle in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_damaged_table_is_one_line_and_exit_2(nb201_table_path: Path, tmp_path: Path) -> None:
+    # found on disk but cut off mid-row: read in the worker processes, not the CLI
+    damaged = tmp_path / "nb201_cifar10.csv"
+    damaged.write_text(nb201_table_path.read_text()[:300] + "garbage\n")
+    out = nasrl("benchmark", "nb201", "--budget", "5", "--seeds", "2", "--table", str(damaged))
+    assert out.returncode == 2
+    assert "line 4: bad row" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nasrl.errors import NasrlError
 from nasrl.evaluators.tabular import TabularEvaluator
 from nasrl.spaces.nb201 import NB201Space
 from nasrl.strategies.base import Observation, Strategy, make_strategy
@@ -76,7 +77,7 @@ def run_tabular(strategy: Strategy, table: TabularEvaluator, budget: int) -> Run
 
 
 # -- parallel driver ---------------------------------------------------------------------
-_TABLE: TabularEvaluator | None = None
+_TABLE: TabularEvaluator | NasrlError | None = None
 
 
 def _init_worker(table_path: str) -> None:
@@ -84,11 +85,18 @@ def _init_worker(table_path: str) -> None:
     import torch
 
     torch.set_num_threads(1)  # tiny controller: more threads only add overhead
-    _TABLE = TabularEvaluator(table_path)
+    try:
+        _TABLE = TabularEvaluator(table_path)
+    except NasrlError as exc:
+        # An initializer that raises only breaks the pool ("terminated abruptly"); kept
+        # here, the first task re-raises it and the caller gets the table's own message.
+        _TABLE = exc
 
 
 def _run_one(args: tuple[str, int, int, Mapping[str, Any]]) -> RunTrace:
     name, seed, budget, config = args
+    if isinstance(_TABLE, NasrlError):
+        raise _TABLE
     assert _TABLE is not None
     strategy = make_strategy(name, _TABLE.space, seed, config)
     return run_tabular(strategy, _TABLE, budget)
