@@ -145,7 +145,7 @@ class Reinforce(Strategy):
         cfg: ReinforceConfig = self.config
         if cfg.elite_size == 0 or cfg.elite_weight == 0:
             return
-        row = self.space.to_tokens(arch)
+        row = self.seen[arch.key]  # tell() has just recorded its tokens
         if any(r == row for _, r in self.elites):
             return
         self.elites.append((reward, row))
