@@ -101,7 +101,7 @@ def _params(s: Reinforce) -> list[torch.Tensor]:
 
 
 def test_ema_baseline_uses_only_earlier_rewards() -> None:
-    s = make_strategy("reinforce", TOY, 0, {"batch_size": 4, "reward_transform": "identity",
+    s = make_strategy("reinforce", TOY, 0, {"batch_size": 4,
                                             "baseline_decay": 0.5})
     assert isinstance(s, Reinforce)
     before = _params(s)
@@ -130,7 +130,7 @@ def test_elite_imitation_raises_the_best_architectures_probability() -> None:
         with torch.no_grad():
             return float(s.controller.score(s.controller.encode([TARGET])).log_prob)
 
-    cfg = {"baseline": "none", "batch_size": 4, "reward_transform": "identity"}
+    cfg = {"baseline": "none", "batch_size": 4}
     imitating = make_strategy("reinforce", TOY, 0, {**cfg, "elite_weight": 0.5})
     plain = make_strategy("reinforce", TOY, 0, {**cfg, "elite_weight": 0.0})
     assert isinstance(imitating, Reinforce) and isinstance(plain, Reinforce)

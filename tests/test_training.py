@@ -12,7 +12,7 @@ from torch import nn
 from nasrl.data import load_images
 from nasrl.spaces import get_space
 from nasrl.spaces.io import architecture_document, read_architecture
-from nasrl.training import TrainConfig, count_macs, reward_from, train_architecture, train_model
+from nasrl.training import TrainConfig, count_macs, max_last, train_architecture, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def test_child_trained_on_digits_reaches_95_percent(digits) -> None:  # type: ig
                                    seed=0, test=True)
     assert result.ok, result.error
     assert max(result.val_acc[-5:]) >= 0.95, result.val_acc
-    assert result.reward == pytest.approx(max(result.val_acc[-5:]) ** 3)
+    assert result.metrics()["val_acc_max_last"] == max(result.val_acc[-5:])
     assert result.test_acc is not None and result.test_acc >= 0.93
     assert result.params > 0 and result.macs > 0 and result.wall_time > 0
 
@@ -75,17 +75,17 @@ class Broken(nn.Module):
 def test_nan_loss_and_exceptions_are_failed_results(digits) -> None:  # type: ignore[no-untyped-def]
     config = TrainConfig(epochs=2, channels_last=False)
     nan = train_model(Exploding(), digits, config, seed=0)
-    assert nan.status == "failed" and nan.reward is None
+    assert nan.status == "failed" and "val_acc_max_last" not in nan.metrics()
     assert nan.error is not None and "loss became nan in epoch 1" in nan.error
     broken = train_model(Broken(), digits, config, seed=0)
     assert broken.status == "failed" and "RuntimeError: child blew up" in (broken.error or "")
 
 
-def test_reward_is_the_max_of_the_last_epochs_cubed_by_default() -> None:
+def test_max_last_is_the_max_of_the_last_five_epochs_by_default() -> None:
     accs = [0.1, 0.9, 0.5, 0.6, 0.7, 0.8, 0.4]
-    assert reward_from(accs, TrainConfig()) == pytest.approx(0.8 ** 3)
-    assert reward_from(accs, TrainConfig(reward="last", reward_power=1)) == pytest.approx(0.4)
-    assert reward_from(accs, TrainConfig(reward_window=10, reward_power=1)) == pytest.approx(0.9)
+    assert max_last(accs, TrainConfig()) == 0.8
+    assert max_last(accs, TrainConfig(max_last_window=1)) == 0.4
+    assert max_last(accs, TrainConfig(max_last_window=10)) == 0.9
 
 
 def test_macs_count_a_known_network() -> None:

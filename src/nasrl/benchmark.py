@@ -2,9 +2,16 @@
 
 Each (strategy, seed) pair runs an independent search against the table. The budget
 counts *distinct* architectures: a strategy that proposes one it has already seen gets
-the stored result for free, as a real search with a result cache would. Runs are spread
-over processes; each run's outcome depends only on (strategy, config, seed), never on
-the number of processes.
+the stored result for free, as a real search with a result cache would. Strategies are
+told what the search's objective gives (``nasrl.objectives``, the same code the
+multi-trial search calls: by default the paper's accuracy cubed), so a benchmark and a
+search learn from the same reward. Runs are spread over processes; each run's outcome
+depends only on (strategy, config, seed), never on the number of processes.
+
+With a cost constraint (``macs<=median``), "best" means best *feasible*, and the summary
+adds the hypervolume of each run's (accuracy, cost) front divided by the true front's,
+computed from the whole table, with the reference point (the table's median validation
+accuracy, the constraint's target).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 from nasrl.errors import NasrlError
 from nasrl.evaluators.tabular import TabularEvaluator
+from nasrl.objectives import Objective, ObjectiveConfig, hypervolume_2d, pareto_front
 from nasrl.spaces.nb201 import NB201Space
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 
@@ -36,23 +44,40 @@ class RunTrace:
     strategy: str
     seed: int
     best_val: list[float]
-    """Best val_acc so far after each distinct evaluation."""
+    """Best feasible val_acc so far after each distinct evaluation (nan before the first)."""
     best_test: list[float]
     """test_acc of the architecture holding best_val at that point."""
     found_best_at: int | None
-    """Evaluation count at which the table's best architecture was evaluated, if ever."""
+    """Evaluation count at which the table's best (feasible) architecture was evaluated."""
     proposals: int
     seconds: float
+    points: list[tuple[float, float]] | None = None
+    """(val_acc, cost) of each evaluation, in order, when the objective has a cost."""
 
 
-def run_tabular(strategy: Strategy, table: TabularEvaluator, budget: int) -> RunTrace:
-    """One budgeted search: ask, answer from the table (repeats free), tell."""
+def best_feasible(table: TabularEvaluator, objective: Objective) -> str:
+    """Key of the table's best architecture that meets the objective's hard constraints."""
+    feasible = [e for e in table.entries.values() if objective.evaluate(table.metrics(e.arch)).feasible]
+    if not feasible:
+        raise NasrlError("no architecture of the table meets the constraints")
+    return max(feasible, key=lambda e: e.val_acc).arch.key
+
+
+def run_tabular(strategy: Strategy, table: TabularEvaluator, budget: int,
+                objective: Objective | None = None, target: str | None = None) -> RunTrace:
+    """One budgeted search: ask, answer from the table (repeats free), tell the objective's
+    reward. ``target`` is the architecture whose discovery counts as "found best"."""
+    objective = objective or Objective(ObjectiveConfig(), evaluator="tabular")
+    target = target or table.best.arch.key
+    cost = objective.cost_metrics[0] if objective.cost_metrics else None
     start = time.perf_counter()
-    seen: dict[str, float] = {}
+    seen: dict[str, float | None] = {}
     best_val: list[float] = []
     best_test: list[float] = []
+    points: list[tuple[float, float]] = []
     found_at: int | None = None
     proposals = 0
+    best = (math.nan, math.nan)
     while len(seen) < budget and proposals < budget * PROPOSALS_PER_EVALUATION:
         observations = []
         for arch in strategy.ask(strategy.batch_size):
@@ -60,20 +85,22 @@ def run_tabular(strategy: Strategy, table: TabularEvaluator, budget: int) -> Run
             if arch.key not in seen:
                 if len(seen) >= budget:
                     continue  # proposed past the budget: never evaluated, never told
-                entry = table.lookup(arch)
-                seen[arch.key] = entry.val_acc / 100.0
-                if not best_val or entry.val_acc > best_val[-1]:
-                    best_val.append(entry.val_acc)
-                    best_test.append(entry.test_acc)
-                else:
-                    best_val.append(best_val[-1])
-                    best_test.append(best_test[-1])
-                if arch.key == table.best.arch.key:
+                metrics = table.metrics(arch)
+                value = objective.evaluate(metrics)
+                seen[arch.key] = value.reward
+                val, test = 100 * metrics["val_acc"], 100 * metrics["test_acc"]
+                if value.feasible and not val <= best[0]:
+                    best = (val, test)
+                best_val.append(best[0])
+                best_test.append(best[1])
+                if cost is not None:
+                    points.append((val, metrics[cost]))
+                if arch.key == target:
                     found_at = len(seen)
             observations.append(Observation(arch, seen[arch.key]))
         strategy.tell(observations)
     return RunTrace(strategy.name, strategy.seed, best_val, best_test, found_at, proposals,
-                    time.perf_counter() - start)
+                    time.perf_counter() - start, points if cost is not None else None)
 
 
 # -- parallel driver ---------------------------------------------------------------------
@@ -93,13 +120,31 @@ def _init_worker(table_path: str) -> None:
         _TABLE = exc
 
 
-def _run_one(args: tuple[str, int, int, Mapping[str, Any]]) -> RunTrace:
-    name, seed, budget, config = args
+_TARGET: dict[tuple[str, ...], str] = {}
+
+
+def _run_one(args: tuple[str, int, int, Mapping[str, Any], Mapping[str, Any]]) -> RunTrace:
+    name, seed, budget, config, objective_config = args
     if isinstance(_TABLE, NasrlError):
         raise _TABLE
     assert _TABLE is not None
+    objective = tabular_objective(objective_config)
+    constraints = tuple(objective.config.constraints)
+    if constraints not in _TARGET:  # once per worker process
+        _TARGET[constraints] = best_feasible(_TABLE, objective)
     strategy = make_strategy(name, _TABLE.space, seed, config)
-    return run_tabular(strategy, _TABLE, budget)
+    return run_tabular(strategy, _TABLE, budget, objective, _TARGET[constraints])
+
+
+def tabular_objective(values: Mapping[str, Any] | None = None) -> Objective:
+    """The objective of a benchmark run; costs must be ones a table holds."""
+    from nasrl.config import build
+
+    objective = Objective(build(ObjectiveConfig, values or {}, prefix="objective."), evaluator="tabular")
+    for metric in objective.cost_metrics:
+        if metric not in ("params", "macs", "flops"):
+            raise NasrlError(f"constraint on {metric!r}: a benchmark table has params, macs and flops only")
+    return objective
 
 
 def run_benchmark(
@@ -109,12 +154,14 @@ def run_benchmark(
     budget: int,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
     jobs: int | None = None,
+    objective: Mapping[str, Any] | None = None,
 ) -> list[RunTrace]:
     configs = configs or {}
     for name in strategies:  # fail fast on a bad name or config, before starting workers
         make_strategy(name, NB201Space(), 0, configs.get(name, {}))
-    tasks = [(name, seed, budget, dict(configs.get(name, {}))) for name in strategies
-             for seed in seeds]
+    tabular_objective(objective)
+    tasks = [(name, seed, budget, dict(configs.get(name, {})), dict(objective or {}))
+             for name in strategies for seed in seeds]
     jobs = max(1, jobs or os.cpu_count() or 1)
     if jobs == 1:
         _init_worker(str(table_path))
@@ -128,11 +175,28 @@ def run_benchmark(
 
 
 # -- summary -----------------------------------------------------------------------------
+def true_front_reference(table: TabularEvaluator, objective: Objective) -> dict[str, Any] | None:
+    """The reference point (median val_acc, the first constraint's target) and the
+    hypervolume of the whole table's (val_acc, cost) front; None without a constraint."""
+    if not objective.constraints:
+        return None
+    constraint = objective.constraints[0]
+    points = [(100 * m["val_acc"], m[constraint.metric])
+              for m in (table.metrics(e.arch) for e in table.entries.values())]
+    reference = (statistics.median(v for v, _ in points), constraint.limit)
+    front = [points[i] for i in pareto_front([(v, (c,)) for v, c in points])]
+    return {"metric": constraint.metric, "reference": list(reference), "front_size": len(front),
+            "hypervolume": hypervolume_2d(front, reference)}
+
+
 def summarize(
-    traces: Sequence[RunTrace], budget: int, checkpoints: Sequence[int] = DEFAULT_CHECKPOINTS
+    traces: Sequence[RunTrace], budget: int, checkpoints: Sequence[int] = DEFAULT_CHECKPOINTS,
+    front: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     points = sorted({c for c in checkpoints if c <= budget} | {budget})
     out: dict[str, Any] = {"budget": budget, "checkpoints": points, "strategies": {}}
+    if front is not None:
+        out["front"] = dict(front)
     for name in dict.fromkeys(t.strategy for t in traces):
         runs = [t for t in traces if t.strategy == name]
         per_cp = {}
@@ -149,6 +213,10 @@ def summarize(
                 "found_best": sum(1 for t in runs if t.found_best_at is not None
                                   and t.found_best_at <= cp) / len(runs),
             }
+            if front is not None:
+                ratios = [_hv_ratio(t, cp, front) for t in runs]
+                per_cp[str(cp)].update(hv_ratio=ratios, hv_mean=statistics.fmean(ratios),
+                                       hv_std=statistics.pstdev(ratios))
         out["strategies"][name] = {
             "seeds": [t.seed for t in runs],
             "checkpoints": per_cp,
@@ -157,6 +225,13 @@ def summarize(
             "seconds": sum(t.seconds for t in runs),
         }
     return out
+
+
+def _hv_ratio(trace: RunTrace, count: int, front: Mapping[str, Any]) -> float:
+    """Hypervolume of the run's first ``count`` evaluations over the true front's."""
+    found = (trace.points or [])[:count]
+    reference = (float(front["reference"][0]), float(front["reference"][1]))
+    return hypervolume_2d(found, reference) / front["hypervolume"] if front["hypervolume"] > 0 else math.nan
 
 
 def _at(curve: Sequence[float], count: int) -> float:
@@ -172,14 +247,16 @@ def format_table(summary: Mapping[str, Any]) -> str:
     head += f"{'found best':>12}"
     lines = [head, "-" * len(head)]
     for name, data in summary["strategies"].items():
-        row_v = f"{name:<12}"
-        row_t = f"{'  test':<12}"
+        rows = {"val": f"{name:<12}", "test": f"{'  test':<12}"}
+        if "front" in summary:
+            rows["hv"] = f"{'  hv ratio':<12}"
         for cp in points:
             c = data["checkpoints"][str(cp)]
-            row_v += f"{c['val_mean']:>14.3f} ± {c['val_std']:<5.3f}"
-            row_t += f"{c['test_mean']:>14.3f} ± {c['test_std']:<5.3f}"
+            for key in rows:
+                rows[key] += f"{c[key + '_mean']:>14.3f} ± {c[key + '_std']:<5.3f}"
         found = data["checkpoints"][str(points[-1])]["found_best"]
-        lines += [row_v + f"{100 * found:>11.0f}%", row_t]
+        rows["val"] += f"{100 * found:>11.0f}%"
+        lines += list(rows.values())
     return "\n".join(lines)
 
 

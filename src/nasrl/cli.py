@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker processes (default: one per core)")
     bench.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="STRATEGY.KEY=VALUE",
-                       help="override a strategy setting, e.g. reinforce.learning_rate=0.01")
+                       help="override a strategy setting, e.g. reinforce.learning_rate=0.01, "
+                            "or the objective's, e.g. objective.accuracy_power=1")
+    bench.add_argument("--constraint", dest="constraints", action="append", default=[], metavar="SPEC",
+                       help="cost constraint on params, macs or flops, e.g. 'macs<=median' (the "
+                            "table's median) or 'params<=400k:soft' (repeatable)")
     _add_train_parser(sub)
     from nasrl import cli_runs
 
@@ -114,8 +118,15 @@ def _strategy_overrides(items: Sequence[str], names: Sequence[str]) -> dict[str,
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from nasrl.benchmark import format_table, run_benchmark, summarize, write_outputs
-    from nasrl.evaluators.tabular import find_nb201_table
+    from nasrl.benchmark import (
+        format_table,
+        run_benchmark,
+        summarize,
+        tabular_objective,
+        true_front_reference,
+        write_outputs,
+    )
+    from nasrl.evaluators.tabular import TabularEvaluator, find_nb201_table
     from nasrl.strategies import strategy_class
 
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -123,25 +134,55 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise NasrlError("--strategies: give at least one strategy")
     for name in names:
         strategy_class(name)
-    configs = _strategy_overrides(args.overrides, names)
+    configs = _strategy_overrides(args.overrides, [*names, "objective"])
+    objective_values = configs.pop("objective", {})
     table = find_nb201_table(args.table)
+    evaluator = TabularEvaluator(table)
+    if args.constraints:
+        objective_values["constraints"] = [_median_target(c, evaluator) for c in args.constraints]
+    objective = tabular_objective(objective_values)
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
     start = time.perf_counter()
     print(f"nasrl benchmark nb201: {', '.join(names)}; budget {args.budget}; "
-          f"{args.seeds} seeds; table {table}", flush=True)
-    traces = run_benchmark(table, names, seeds, args.budget, configs, jobs=args.jobs)
-    summary = summarize(traces, args.budget)
+          f"{args.seeds} seeds; table {table}; reward {objective.describe()}", flush=True)
+    if args.budget > len(evaluator):
+        print(f"note: the table has {len(evaluator)} architectures; runs stop when a strategy "
+              f"has evaluated them all", flush=True)
+    traces = run_benchmark(table, names, seeds, args.budget, configs, jobs=args.jobs,
+                           objective=objective_values)
+    summary = summarize(traces, args.budget, front=true_front_reference(evaluator, objective))
     summary["table"] = str(table)
+    summary["objective"] = objective.resolved()
     summary["configs"] = _resolved_configs(names, configs)
     summary["version"] = __version__
     print(format_table(summary))
-    print(f"best-so-far val_acc (test_acc of that architecture below it), mean ± std; "
-          f"'found best' = share of seeds that evaluated the table's best "
+    feasible = "feasible " if objective.constraints else ""
+    print(f"best-so-far {feasible}val_acc (test_acc of that architecture below it), mean ± std; "
+          f"'found best' = share of seeds that evaluated the table's best {feasible}cell "
           f"within {args.budget}. {time.perf_counter() - start:.1f}s")
+    if "front" in summary:
+        f = summary["front"]
+        print(f"hv ratio: hypervolume of the found (val_acc, {f['metric']}) front / the true front's "
+              f"({f['front_size']} cells), reference point ({f['reference'][0]:.3f}, "
+              f"{f['reference'][1]:g})")
     if args.out is not None:
         write_outputs(summary, traces, args.out)
         print(f"wrote {args.out / 'benchmark.json'} and {args.out / 'benchmark.png'}")
     return 0
+
+
+def _median_target(spec: str, table: Any) -> str:
+    """'macs<=median' -> 'macs<=N' with N the table's median of that metric."""
+    import statistics
+
+    metric, sep, rest = spec.partition("<=")
+    value, colon, tail = rest.partition(":")
+    if not sep or value.strip() != "median":
+        return spec
+    values = [table.metrics(e.arch).get(metric.strip()) for e in table.entries.values()]
+    if any(v is None for v in values):
+        raise ConfigError(f"constraint {spec!r}: the table has no {metric.strip()!r} column")
+    return f"{metric.strip()}<={statistics.median(values):.6g}{colon}{tail}"
 
 
 def _resolved_configs(names: Sequence[str], configs: dict[str, dict[str, Any]]) -> dict[str, Any]:

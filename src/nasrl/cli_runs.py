@@ -59,6 +59,14 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         default=None,
         help="PTB without ptb.train.txt: train on the validation text",
     )
+    search.add_argument("--objective", choices=["auto", "accuracy", "perplexity"],
+                        help="quality term of the reward: accuracy^3 or 80/ppl^2 (default: auto, by space)")
+    search.add_argument("--constraint", dest="constraints", action="append", default=None, metavar="SPEC",
+                        help="cost constraint on params, macs, flops or latency_ms, e.g. 'params<=50k' "
+                             "(hard) or 'latency_ms<=2:soft' (MnasNet-style); repeatable")
+    search.add_argument("--latency-device", help="device latency_ms is measured on (default: cpu)")
+    search.add_argument("--latency-mode", choices=["measure", "table"],
+                        help="time each child, or predict from a per-op table cached per machine")
     search.add_argument("--quiet", action="store_true", help="no progress display")
 
     resume = sub.add_parser("resume", help="continue a run that stopped or was killed")
@@ -76,6 +84,11 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     best.add_argument("run_dir", type=Path)
     best.add_argument("-n", type=positive_int, default=1, help="how many (default: 1)")
     best.add_argument("--json", action="store_true", help="architecture documents as JSON")
+    best.add_argument("--pareto", action="store_true",
+                      help="the non-dominated trials on (accuracy, each constrained metric)")
+    best.add_argument("--metrics", default=None,
+                      help="with --pareto: cost axes, comma-separated (default: the constrained metrics, "
+                           "else params)")
 
     export = sub.add_parser("export", help="export the best architecture (or a trial) as a model")
     export.add_argument("run_dir", type=Path)
@@ -107,6 +120,20 @@ def _config_values(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag, None)
         if value is not None:
             values[key] = value
+    objective = values.get("objective", {})
+    if not isinstance(objective, dict):
+        raise ConfigError("config key 'objective' must be a table of settings")
+    for flag, key in (("objective", "quality"), ("constraints", "constraints")):
+        if getattr(args, flag, None) is not None:
+            objective[key] = getattr(args, flag)
+    for flag, key in (("latency_device", "device"), ("latency_mode", "mode")):
+        if getattr(args, flag, None) is not None:
+            latency = objective.setdefault("latency", {})
+            if not isinstance(latency, dict):
+                raise ConfigError("config key 'objective.latency' must be a table of settings")
+            latency[key] = getattr(args, flag)
+    if objective:
+        values["objective"] = objective
     for item in args.overrides:
         dotted, value = parse_assignment(item)
         node = values
@@ -136,6 +163,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"seed {config.seed}, {config.executor} executor; run directory {out}",
         flush=True,
     )
+    print(f"  reward {search.objective.describe()}", flush=True)
     return _run(search, args.quiet)
 
 
@@ -172,39 +200,29 @@ def _run(search: Any, quiet: bool) -> int:
     if result.best is None:
         print("no trial completed")
         return 1
-    _print_best(search.space, [result.best])
+    _print_best(search.space, [result.best], search.objective.cost_metrics)
     print(f"next: nasrl report {search.run_dir}")
     return 0
 
 
-def _open_readonly(run_dir: Path) -> Any:
-    from nasrl.search import DB_NAME
-    from nasrl.store import TrialStore
+def _print_best(space: Any, trials: list[Any], costs: list[str] | None = None) -> None:
+    from nasrl.objectives import format_number
 
-    if not run_dir.is_dir():
-        raise NasrlError(f"{run_dir}: no such run directory")
-    return TrialStore(run_dir / DB_NAME, readonly=True)
-
-
-def _space_of(info: dict[str, Any]) -> Any:
-    from nasrl.search import load_config, make_space
-
-    return make_space(load_config(info["config"]))
-
-
-def _print_best(space: Any, trials: list[Any]) -> None:
     for rank, t in enumerate(trials, 1):
         acc = t.metrics.get("val_acc_max_last", t.metrics.get("val_acc"))
         acc_text = f", validation accuracy {100 * acc:.2f}%" if acc is not None else ""
         if "val_ppl_best" in t.metrics:
             acc_text = f", validation perplexity {t.metrics['val_ppl_best']:.1f}"
-        print(f"#{rank} trial {t.id}: reward {t.reward:.4f}{acc_text}")
+        cost_text = "".join(f", {m} {format_number(t.metrics[m])}" for m in costs or [] if m in t.metrics)
+        print(f"#{rank} trial {t.id}: reward {t.reward:.4f}{acc_text}{cost_text}")
         print(f"   {space.describe(t.arch)}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    store = _open_readonly(args.run_dir)
-    info = store.run_info()
+    from nasrl.runs import open_run
+
+    view = open_run(args.run_dir)
+    store, info = view.store, view.info
     cfg = info["config"]
     counts = store.counts()
     best = store.best(1)
@@ -213,6 +231,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"run {args.run_dir}: {info['status']}; {cfg['space']} space, {cfg['strategy']}, "
         f"seed {info['seed']}, nasrl {info['version']}"
     )
+    print(view.reward_note)
     print(
         f"trials: {counts['evaluated']}/{cfg['budget']} evaluated, {counts['complete']} complete, "
         f"{counts['failed']} failed, {counts['running']} running, {counts['queued']} queued, "
@@ -228,23 +247,48 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
+    from nasrl.runs import open_run
     from nasrl.spaces.io import architecture_document
 
-    store = _open_readonly(args.run_dir)
-    info = store.run_info()
-    space = _space_of(info)
-    trials = store.best(args.n)
-    if not trials:
-        raise NasrlError(f"{args.run_dir}: no completed trial yet")
+    view = open_run(args.run_dir)
+    space = view.space
+    costs = view.objective.cost_metrics
+    if args.pareto:
+        axes = _front_axes(args.metrics)
+        costs, trials = view.pareto(axes)
+        if not trials:
+            raise NasrlError(f"{args.run_dir}: no completed feasible trial with {', '.join(costs)} yet")
+    else:
+        if args.metrics is not None:
+            raise NasrlError("--metrics goes with --pareto")
+        trials = view.store.best(args.n)
+        if not trials:
+            raise NasrlError(f"{args.run_dir}: no completed feasible trial yet")
     if args.json:
         docs = [
             {**architecture_document(space, t.arch), "trial": t.id, "reward": t.reward, "metrics": t.metrics}
             for t in trials
         ]
-        print(json.dumps(docs[0] if args.n == 1 else docs, indent=2))
+        print(json.dumps(docs[0] if args.n == 1 and not args.pareto else docs, indent=2))
     else:
-        _print_best(space, trials)
+        if args.pareto:
+            print(f"Pareto front of {len(trials)} trials on ({view.objective.metric}, {', '.join(costs)})")
+        _print_best(space, trials, costs)
     return 0
+
+
+def _front_axes(text: str | None) -> list[str] | None:
+    from nasrl.objectives import COST_METRICS
+
+    if text is None:
+        return None
+    axes = [m.strip() for m in text.split(",") if m.strip()]
+    for m in axes:
+        if m not in COST_METRICS:
+            raise NasrlError(f"--metrics: unknown metric {m!r} (known: {', '.join(COST_METRICS)})")
+    if not axes:
+        raise NasrlError("--metrics: give at least one metric")
+    return axes
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -265,9 +309,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from nasrl.report import write_report
+    from nasrl.runs import open_run
 
-    store = _open_readonly(args.run_dir)
-    page = write_report(args.run_dir, store, _space_of(store.run_info()))
+    page = write_report(open_run(args.run_dir))
     print(f"wrote {page}")
     return 0
 

@@ -34,16 +34,13 @@ def export_run(
     out: Path | None = None,
     log: Callable[[str], None] = lambda _m: None,
 ) -> Path:
-    from nasrl.search import DB_NAME, load_config, make_space
+    from nasrl.runs import open_run
 
     if fmt not in FORMATS:
         raise NasrlError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
-    if not run_dir.is_dir():
-        raise NasrlError(f"{run_dir}: no such run directory")
-    store = TrialStore(run_dir / DB_NAME, readonly=True)
-    config = load_config(store.run_info()["config"])
-    space = make_space(config)
-    trial = _pick(store, trial_id, run_dir)
+    view = open_run(run_dir)
+    config, space = view.config, view.space
+    trial = _pick(view.store, trial_id, run_dir)
     out = out or run_dir / "export" / f"trial-{trial.id}{SUFFIX[fmt]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "json":

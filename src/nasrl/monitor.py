@@ -68,7 +68,11 @@ class ProgressDisplay(RunListener):
         if self.live is not None:
             self.live.update(self.task, completed=self.done, status=self._status())
             return
-        what = f"reward {trial.reward:.4f}" if trial.reward is not None else f"FAILED ({trial.error})"
+        if trial.state == "failed":
+            what = f"FAILED ({trial.error})"
+        else:
+            what = "reward -" if trial.reward is None else f"reward {trial.reward:.4f}"
+            what += "" if trial.feasible else " (infeasible)"
         print(
             f"[{self.done}/{self.budget}] trial {trial.id}: {what}; {self._status()}",
             file=self.stream,

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from nasrl.objectives import format_number
+from nasrl.runs import RunView
 from nasrl.spaces.base import Categorical, SearchSpace
-from nasrl.store.sqlite import Trial, TrialStore
+from nasrl.store.sqlite import Trial
 
 MAX_DECISION_PLOTS = 12
 
@@ -94,28 +96,87 @@ def plot_choices(trials: list[Trial], space: SearchSpace, path: Path) -> bool:
     return True
 
 
-def write_report(run_dir: Path, store: TrialStore, space: SearchSpace) -> Path:
+def plot_front(view: RunView, axes: list[str], front: list[Trial], path: Path) -> bool:
+    """Every trial on (cost, quality) per cost axis: feasible ones, infeasible ones (grey),
+    the Pareto front as a staircase and the constraints' targets as vertical lines."""
+    import matplotlib.pyplot as plt
+
+    done = [t for t in view.store.trials(state="complete") if t.reused_from is None
+            and view.quality(t) is not None]
+    if not done:
+        return False
+    scale = 100.0 if view.objective.quality == "accuracy" else 1.0
+    label = f"{view.objective.metric}{' (%)' if scale == 100 else ''}"
+    fig, axs = plt.subplots(1, len(axes), figsize=(5.5 * len(axes), 4.2), squeeze=False)
+    limits = {c.metric: c for c in view.objective.constraints}
+    for ax, metric in zip(axs[0], axes, strict=True):
+        for feasible, style in ((True, {"color": "C0", "s": 14, "alpha": 0.6, "label": "trial"}),
+                                (False, {"color": "0.6", "s": 14, "marker": "x", "label": "infeasible"})):
+            pts = [(t.metrics[metric], scale * (view.quality(t) or 0.0)) for t in done
+                   if t.feasible == feasible and metric in t.metrics]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), **style)
+        edge = sorted((t.metrics[metric], scale * (view.quality(t) or 0.0)) for t in front)
+        if edge:
+            ax.step(*zip(*edge, strict=True), where="post", color="C3", label="Pareto front")
+            ax.scatter(*zip(*edge, strict=True), color="C3", s=22, zorder=3)
+        if metric in limits:
+            c = limits[metric]
+            ax.axvline(c.limit, color="k", linestyle="--", linewidth=1,
+                       label=f"{c.kind} target {format_number(c.limit)}")
+        if metric in ("params", "macs", "flops"):
+            ax.set_xscale("log")
+        ax.set(xlabel=metric, ylabel=label, title=f"{label} vs {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best", framealpha=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(view: RunView) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    run_dir, store, space = view.run_dir, view.store, view.space
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     trials = store.trials()
     info = store.run_info()
     plots = ["rewards.png"]
     plot_rewards(trials, out / "rewards.png")
+    axes, front = view.pareto()
+    if plot_front(view, axes, front, out / "front.png"):
+        plots.append("front.png")
     if plot_entropy(store.updates(), out / "entropy.png"):
         plots.append("entropy.png")
     if plot_choices(trials, space, out / "choices.png"):
         plots.append("choices.png")
     page = out / "index.html"
-    page.write_text(_html(run_dir, info, store, space, plots))
+    page.write_text(_html(view, info, plots, axes, front))
     return page
 
 
-def _html(
-    run_dir: Path, info: dict[str, Any], store: TrialStore, space: SearchSpace, plots: list[str]
-) -> str:
+def _front_table(view: RunView, axes: list[str], front: list[Trial]) -> str:
+    if not front:
+        return ""
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in axes)
+    rows = []
+    for t in front:
+        q = view.quality(t)
+        accuracy = view.objective.quality == "accuracy"
+        quality = "" if q is None else (f"{100 * q:.2f}%" if accuracy else f"{q:.1f}")
+        costs = "".join(f"<td>{format_number(t.metrics[m])}</td>" for m in axes)
+        rows.append(f"<tr><td>{t.id}</td><td>{quality}</td>{costs}<td>{t.reward:.4f}</td>"
+                    f"<td><code>{html.escape(view.space.describe(t.arch))}</code></td></tr>")
+    return (f"<h2>Pareto front ({len(front)} trials)</h2><table><tr><th>trial</th>"
+            f"<th>{html.escape(view.objective.metric)}</th>{head}<th>reward</th><th>architecture</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _html(view: RunView, info: dict[str, Any], plots: list[str], axes: list[str], front: list[Trial]) -> str:
+    run_dir, store, space = view.run_dir, view.store, view.space
     counts = store.counts()
     rows = []
     for rank, t in enumerate(store.best(20), 1):
@@ -144,9 +205,11 @@ tr:nth-child(even){{background:#f3f3f3}}code{{font-size:85%}}</style></head><bod
 <p>{html.escape(info["status"])}; {counts["evaluated"]} of {info["config"]["budget"]} evaluated,
 {counts["failed"]} failed, {counts["reused"]} reused; seed {info["seed"]};
 nasrl {html.escape(info["version"])}</p>
+<p>{html.escape(view.reward_note)}</p>
 <h2>Leaderboard</h2>
 <table><tr><th>#</th><th>trial</th><th>reward</th><th>val acc</th><th>params</th><th>architecture</th></tr>
 {"".join(rows)}</table>
+{_front_table(view, axes, front)}
 <h2>Plots</h2>{images}
 {failed_table}
 <h2>Config</h2><pre>{config}</pre>

@@ -14,7 +14,6 @@ trials.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,9 +27,10 @@ from nasrl.config import ConfigError, build, to_dict
 from nasrl.errors import NasrlError
 from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.execution import Executor, Task, make_executor
+from nasrl.objectives import Objective, ObjectiveConfig
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.registry import get_space
-from nasrl.store.sqlite import StoreError, Trial, TrialState, TrialStore
+from nasrl.store.sqlite import SCHEMA_VERSION, StoreError, Trial, TrialState, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 from nasrl.training.image import TrainConfig
 from nasrl.training.language import LMTrainConfig
@@ -57,6 +57,8 @@ class SearchConfig:
     """PTB without ptb.train.txt: train on 90% of the validation text, validate on the rest."""
     data_dir: str | None = None
     table: str | None = None
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """What the search maximizes (default: the paper's reward, accuracy cubed or 80 / ppl^2)."""
     training: TrainConfig = SEARCH_TRAINING
     lm_training: LMTrainConfig = LMTrainConfig()  # noqa: RUF009  (frozen, so sharing it is safe)
     build_options: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +100,49 @@ def load_config(values: Mapping[str, Any]) -> SearchConfig:
     return build(SearchConfig, values)
 
 
+LEGACY_RESUME = "it was written by nasrl {version}, whose reward differs; inspect it, but start a new search"
+
+
+def read_run_config(recorded: Mapping[str, Any]) -> tuple[SearchConfig, str | None]:
+    """A run's recorded config, and, for a run written before nasrl 0.2, what reward its
+    trials stored and its strategy learned from (None for current runs).
+
+    Before 0.2 the reward was shaped twice: the trainer stored accuracy^3 (training.reward_*)
+    or 80 / ppl^2 (lm_training.reward_*), the table val_acc / 100, and REINFORCE's
+    reward_transform cubed that again. Those keys are translated into the objective.
+    """
+    if "objective" in recorded:
+        return load_config(recorded), None
+    values: dict[str, Any] = json.loads(json.dumps(dict(recorded)))  # a deep copy, edited below
+    training = values.setdefault("training", {})
+    lm = values.setdefault("lm_training", {})
+    power = float(training.pop("reward_power", 3.0))
+    summary = training.pop("reward", "max_last")
+    if "reward_window" in training:
+        training["max_last_window"] = training.pop("reward_window")
+    c, ppl_power = float(lm.pop("reward_c", 80.0)), float(lm.pop("reward_power", 2.0))
+    strategy_config = values.get("strategy_config") or {}
+    transform = strategy_config.pop("reward_transform", "cube" if values.get("strategy", "reinforce")
+                                    == "reinforce" else "identity")
+    tabular = values.get("evaluator") == "tabular"
+    metric = "val_acc" if tabular or summary == "last" else "val_acc_max_last"
+    values["objective"] = {"accuracy_power": power, "perplexity_c": c, "perplexity_power": ppl_power}
+    if not tabular and values.get("space") != "rnn_cell":
+        values["objective"]["metric"] = metric
+    config = load_config(values)
+    if tabular:
+        stored = "val_acc"
+    elif config.space == "rnn_cell":
+        stored = f"{c:g} / val_ppl_best^{ppl_power:g}"
+    else:
+        stored = f"{metric}^{power:g}"
+    learned = f"({stored})^3" if transform == "cube" else stored
+    if transform == "cube" and not tabular:
+        learned += ", a defect of nasrl 0.1 (the reward cubed twice)"
+    return config, (f"legacy run: trials store the reward {stored}; "
+                    f"its {config.strategy} strategy learned from {learned}")
+
+
 def trial_seed(run_seed: int, index: int) -> int:
     """The seed of the index-th trial: independent streams per trial, fixed by the run seed."""
     return int(np.random.SeedSequence([run_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -107,11 +152,18 @@ def make_space(config: SearchConfig) -> SearchSpace:
     return get_space(config.space, **config.space_params)
 
 
+def make_objective(config: SearchConfig) -> Objective:
+    from nasrl.models import builder_task
+
+    return Objective(config.objective, task=builder_task(config.space), evaluator=config.evaluator)
+
+
 def make_evaluator(config: SearchConfig, space: SearchSpace) -> Evaluator:
+    latency = config.objective.latency if make_objective(config).needs("latency_ms") else None
     if config.evaluator == "tabular":
         from nasrl.evaluators.tabular import TabularEvaluator, find_nb201_table
 
-        return TabularEvaluator(find_nb201_table(config.table), space)
+        return TabularEvaluator(find_nb201_table(config.table), space, latency=latency)
     from nasrl.evaluators.training import TrainingEvaluator
 
     return TrainingEvaluator(
@@ -124,6 +176,7 @@ def make_evaluator(config: SearchConfig, space: SearchSpace) -> Evaluator:
         data_seed=config.seed,
         device=config.device,
         build_options=config.build_options,
+        latency=latency,
     )
 
 
@@ -158,6 +211,7 @@ class Search:
         self.store = store
         self.space = space
         self.strategy = strategy
+        self.objective = make_objective(config)
         self.listeners: list[RunListener] = []
 
     # -- opening runs ------------------------------------------------------------------------
@@ -168,6 +222,11 @@ class Search:
             raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
         space = make_space(config)
         strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
+        objective = make_objective(config)
+        if objective.needs("latency_ms"):
+            from nasrl.latency import check_device
+
+            check_device(config.objective.latency.device)
         check_data = getattr(make_evaluator(config, space), "data", None)
         if check_data is not None:
             check_data()  # fail now on missing or damaged data, not in every worker later
@@ -188,6 +247,9 @@ class Search:
             raise NasrlError(f"{run_dir}: no such run directory")
         store = TrialStore(run_dir / DB_NAME)
         info = store.run_info()
+        if info["schema"] < SCHEMA_VERSION or "objective" not in info["config"]:
+            store.close()
+            raise StoreError(f"{run_dir}: cannot resume: " + LEGACY_RESUME.format(version=info["version"]))
         values = dict(info["config"])
         for key, value in (overrides or {}).items():
             if key not in RESUME_OVERRIDABLE:
@@ -343,16 +405,17 @@ class Search:
         return overhead
 
     def _record(self, trial_id: int, result: EvalResult) -> None:
-        reward = (
-            result.reward
-            if result.ok and result.reward is not None and math.isfinite(result.reward)
-            else None
-        )
-        state: TrialState = "complete" if reward is not None else "failed"
-        error = result.error if state == "failed" else None
+        """Store a result with the reward the objective gives it (the only reward computed)."""
+        state: TrialState = "failed"
+        reward, feasible, error = None, True, result.error
+        if result.ok:
+            value = self.objective.evaluate(result.metrics)
+            if value.error is None:
+                state, reward, feasible = "complete", value.reward, value.feasible
+            error = value.error
         if state == "failed" and error is None:
-            error = f"evaluator returned a non-finite reward {result.reward!r}"
-        self.store.finish(trial_id, state, reward, result.metrics, error, result.cost)
+            error = "the evaluation failed without an error message"
+        self.store.finish(trial_id, state, reward, result.metrics, error, result.cost, feasible)
         self._notify(self.store.trial(trial_id))
 
     def _notify(self, trial: Trial) -> None:
@@ -367,7 +430,7 @@ class Search:
         for t in trials:
             if t.reused_from is not None and not t.finished:
                 src = self.store.trial(t.reused_from)
-                self.store.finish(t.id, src.state, src.reward, src.metrics, src.error, 0.0)
+                self.store.finish(t.id, src.state, src.reward, src.metrics, src.error, 0.0, src.feasible)
         return self.store.trials(round_=trials[0].round) if trials else trials
 
     def _observation(self, trial: Trial) -> Observation:
@@ -403,5 +466,6 @@ def resolved_config(config: SearchConfig, strategy: Strategy) -> dict[str, Any]:
     """What the run directory records: every setting resolved, plus seed and version."""
     out = to_dict(config)
     out["strategy_config"] = strategy.resolved_config()
+    out["objective"] = make_objective(config).resolved()
     out["version"] = __version__
     return out

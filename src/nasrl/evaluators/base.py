@@ -1,6 +1,9 @@
 """The evaluator contract: ``evaluate(arch, seed) -> EvalResult``, never raising for a bad
 child. A child that fails (exception, NaN, out of memory) is a failed result carrying its
-error; only bad *input* (a missing table, a wrong space) raises."""
+error; only bad *input* (a missing table, a wrong space) raises.
+
+An evaluator reports *metrics only* (accuracies, perplexity, parameters, MACs, latency,
+seconds). It never computes a reward: :mod:`nasrl.objectives` does, in one place."""
 
 from __future__ import annotations
 
@@ -14,8 +17,6 @@ from nasrl.spaces.base import Architecture
 @dataclass(frozen=True)
 class EvalResult:
     status: Literal["complete", "failed"]
-    reward: float | None
-    """What the strategy learns from (None when failed)."""
     metrics: dict[str, float] = field(default_factory=dict)
     cost: float = 0.0
     """Seconds the evaluation took (or would have taken, for a table)."""

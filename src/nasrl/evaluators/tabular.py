@@ -1,8 +1,10 @@
 """Look-up evaluation in a tabular benchmark (NAS-Bench-201 style).
 
-The table is a CSV with columns ``index,arch,val_acc,test_acc`` (accuracies in percent).
-The reward is ``val_acc / 100``; ``test_acc`` is reported as a metric and never feeds the
-reward, as the test set must never steer a search.
+The table is a CSV with columns ``index,arch,val_acc,test_acc`` (accuracies in percent) and
+optionally ``params,macs``. The evaluator reports ``val_acc`` and ``test_acc`` as fractions
+(the objective reads ``val_acc``; ``test_acc`` never feeds a reward, as the test set must
+never steer a search), and parameters and MACs: from the table's own columns, else, for
+NAS-Bench-201 cells, from the costs nasrl ships (``nasrl.tables.nb201_costs``).
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nasrl.data.paths import find_file
 from nasrl.errors import NasrlError
 from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 from nasrl.spaces.nb201 import NB201Space
+
+if TYPE_CHECKING:
+    from nasrl.latency import LatencyTable
+    from nasrl.objectives import LatencyConfig
 
 COLUMNS = ("index", "arch", "val_acc", "test_acc")
 NB201_FILENAME = "nb201_cifar10.csv"
@@ -31,6 +38,8 @@ class TableEntry:
     index: int
     val_acc: float
     test_acc: float
+    params: float | None = None
+    macs: float | None = None
 
 
 def find_nb201_table(path: str | os.PathLike[str] | None = None) -> Path:
@@ -38,9 +47,13 @@ def find_nb201_table(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 class TabularEvaluator(Evaluator):
-    def __init__(self, path: str | os.PathLike[str], space: SearchSpace | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], space: SearchSpace | None = None,
+                 latency: LatencyConfig | None = None) -> None:
         self.path = Path(path)
         self.space = space if space is not None else NB201Space()
+        self.latency = latency
+        """Set when the objective needs ``latency_ms``."""
+        self._table: LatencyTable | None = None
         self.entries: dict[str, TableEntry] = {}
         self._load()
         self.best = max(self.entries.values(), key=lambda e: e.val_acc)
@@ -64,8 +77,9 @@ class TabularEvaluator(Evaluator):
         parse = getattr(self.space, "from_string", self.space.parse)
         try:
             arch = parse(row["arch"])
-            entry = TableEntry(arch, int(row["index"]), float(row["val_acc"]),
-                               float(row["test_acc"]))
+            entry = TableEntry(arch, int(row["index"]), float(row["val_acc"]), float(row["test_acc"]),
+                               *(float(row[c]) if row.get(c) not in (None, "") else None
+                                 for c in ("params", "macs")))
         except (SpaceError, ValueError, TypeError) as err:
             raise NasrlError(f"{self.path}, line {line}: bad row ({err})") from None
         if not (math.isfinite(entry.val_acc) and math.isfinite(entry.test_acc)):
@@ -83,11 +97,36 @@ class TabularEvaluator(Evaluator):
         except KeyError:
             raise NasrlError(f"{self.path}: no entry for {self.space.describe(arch)}") from None
 
-    def evaluate(self, arch: Architecture, seed: int = 0) -> EvalResult:
+    def metrics(self, arch: Architecture) -> dict[str, float]:
         entry = self.lookup(arch)
-        return EvalResult(
-            status="complete",
-            reward=entry.val_acc / 100.0,
-            # fractions, like the training evaluator's (the table stores percent)
-            metrics={"val_acc": entry.val_acc / 100.0, "test_acc": entry.test_acc / 100.0},
-        )
+        # fractions, like the training evaluator's (the table stores percent)
+        out = {"val_acc": entry.val_acc / 100.0, "test_acc": entry.test_acc / 100.0}
+        costs = (entry.params, entry.macs)
+        if costs[0] is None and isinstance(self.space, NB201Space):
+            from nasrl.tables.nb201_costs import load_costs
+
+            shipped = load_costs().get(self.space.to_string(arch))
+            costs = (None, None) if shipped is None else (float(shipped[0]), float(shipped[1]))
+        if costs[0] is not None and costs[1] is not None:
+            out.update(params=costs[0], macs=costs[1], flops=2.0 * costs[1])
+        return out
+
+    def evaluate(self, arch: Architecture, seed: int = 0) -> EvalResult:
+        metrics = self.metrics(arch)
+        if self.latency is not None:
+            metrics["latency_ms"] = self._latency(arch)
+        return EvalResult(status="complete", metrics=metrics)
+
+    def _latency(self, arch: Architecture) -> float:
+        """A table has no latency: build the benchmark's network (latency does not depend on
+        the weights) and time it, or predict it from the per-op table."""
+        from nasrl.latency import LatencyTable, architecture_latency, example_input
+        from nasrl.models import build_model
+
+        assert self.latency is not None
+        shape = (3, 32, 32)  # the benchmark's CIFAR-10 networks
+        model = build_model(self.space, arch, input_shape=shape, num_classes=10)
+        if self.latency.mode == "table" and self._table is None:
+            self._table = LatencyTable(self.latency)
+        return architecture_latency(model, example_input(shape, self.latency.batch_size, False),
+                                    self.latency, self._table)

@@ -1,4 +1,4 @@
-"""Real child training as an evaluator: build the architecture, train it, return the reward.
+"""Real child training as an evaluator: build the architecture, train it, report its metrics.
 
 The dataset is loaded lazily, once per process, so an evaluator pickles small and each
 pool or Ray worker reads the data itself.
@@ -7,7 +7,10 @@ pool or Ray worker reads the data itself.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
 
 from nasrl.data.images import ImageData, load_images
 from nasrl.data.text import TextData, load_text
@@ -16,6 +19,10 @@ from nasrl.models import builder_task
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.training import TrainConfig, TrainResult, train_architecture
 from nasrl.training.language import LMTrainConfig, train_cell
+
+if TYPE_CHECKING:
+    from nasrl.latency import LatencyTable
+    from nasrl.objectives import LatencyConfig
 
 
 class TrainingEvaluator(Evaluator):
@@ -34,6 +41,7 @@ class TrainingEvaluator(Evaluator):
         device: str = "auto",
         build_options: dict[str, Any] | None = None,
         train_on_valid: bool = False,
+        latency: LatencyConfig | None = None,
     ) -> None:
         self.space = space
         self.task = builder_task(space.name)
@@ -45,7 +53,10 @@ class TrainingEvaluator(Evaluator):
         self.data_seed = data_seed
         self.device = device
         self.build_options = dict(build_options or {})
+        self.latency = latency
+        """Set when the objective needs ``latency_ms``: the trained child is timed too."""
         self._data: ImageData | TextData | None = None
+        self._table: LatencyTable | None = None
 
     def data(self) -> ImageData | TextData:
         if self._data is None:
@@ -60,22 +71,34 @@ class TrainingEvaluator(Evaluator):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_data"] = None  # workers load their own copy rather than receive it pickled
+        state["_table"] = None
         return state
 
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         data = self.data()
+        result: TrainResult
+        model: nn.Module | None
         if isinstance(data, TextData):
-            result, _ = train_cell(self.space, arch, data, self.lm_config, seed=seed, device=self.device,
-                                   build_options=self.build_options)
-            return _eval_result(result, result.metrics())
-        result, _ = train_architecture(self.space, arch, data, self.config, seed=seed, device=self.device,
+            result, model = train_cell(self.space, arch, data, self.lm_config, seed=seed, device=self.device,
                                        build_options=self.build_options)
+            shape: tuple[int, ...] = (self.lm_config.bptt,)
+        else:
+            result, model = train_architecture(self.space, arch, data, self.config, seed=seed,
+                                               device=self.device, build_options=self.build_options)
+            shape = data.input_shape
         metrics = result.metrics()
-        if result.val_acc:
-            metrics["val_acc_max_last"] = max(result.val_acc[-self.config.reward_window :])
-        return _eval_result(result, metrics)
+        if result.ok and model is not None and self.latency is not None:
+            metrics["latency_ms"] = self._latency(model, shape, isinstance(data, TextData))
+        return EvalResult("complete" if result.ok else "failed", metrics, cost=result.wall_time,
+                          error=result.error)
 
+    def _latency(self, model: nn.Module, shape: tuple[int, ...], language: bool) -> float:
+        from nasrl.latency import LatencyTable, architecture_latency, example_input
 
-def _eval_result(result: TrainResult, metrics: dict[str, float]) -> EvalResult:
-    return EvalResult("complete" if result.ok else "failed", result.reward, metrics, cost=result.wall_time,
-                      error=result.error)
+        assert self.latency is not None
+        example = example_input(shape, self.latency.batch_size, language)
+        if not language and self.config.channels_last:
+            example = example.contiguous(memory_format=torch.channels_last)  # as the child ran
+        if self.latency.mode == "table" and self._table is None:
+            self._table = LatencyTable(self.latency)
+        return architecture_latency(model, example, self.latency, self._table)

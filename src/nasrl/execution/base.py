@@ -62,7 +62,7 @@ class Executor(abc.ABC):
 
 
 def timed_out(seconds: float) -> EvalResult:
-    return EvalResult("failed", None, cost=seconds, error=f"timed out after {seconds:g}s")
+    return EvalResult("failed", cost=seconds, error=f"timed out after {seconds:g}s")
 
 
 def safe_evaluate(evaluator: Evaluator, arch: Architecture, seed: int) -> EvalResult:
@@ -71,6 +71,4 @@ def safe_evaluate(evaluator: Evaluator, arch: Architecture, seed: int) -> EvalRe
         return evaluator.evaluate(arch, seed)
     except Exception as exc:
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        return EvalResult(
-            "failed", None, error=f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
-        )
+        return EvalResult("failed", error=f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})")

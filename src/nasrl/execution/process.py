@@ -152,7 +152,6 @@ class ProcessExecutor(Executor):
                             task.trial_id,
                             EvalResult(
                                 "failed",
-                                None,
                                 error=f"worker died (exit code {code}) in "
                                 f"{self.attempts[task.trial_id]} attempts",
                             ),

@@ -115,7 +115,7 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as exc:  # the worker died more than max_retries times
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 done.append(
-                    (task.trial_id, EvalResult("failed", None, error=f"{type(exc).__name__}: {message}"))
+                    (task.trial_id, EvalResult("failed", error=f"{type(exc).__name__}: {message}"))
                 )
         if self.trial_timeout is not None:
             now = time.monotonic()

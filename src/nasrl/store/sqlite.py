@@ -25,7 +25,9 @@ import torch
 from nasrl.errors import NasrlError
 from nasrl.spaces.base import Architecture
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 (nasrl 0.2): trials.feasible. Version 1 databases (nasrl 0.1) are read, never written."""
+READABLE_SCHEMAS = (1, 2)
 TrialState = Literal["queued", "running", "complete", "failed"]
 STATES: tuple[TrialState, ...] = ("queued", "running", "complete", "failed")
 
@@ -51,6 +53,7 @@ CREATE TABLE IF NOT EXISTS trials (
     error TEXT,
     cost REAL,
     reused_from INTEGER REFERENCES trials(id),
+    feasible INTEGER NOT NULL DEFAULT 1,
     attempts INTEGER NOT NULL DEFAULT 0,
     queued_at REAL NOT NULL,
     started_at REAL,
@@ -95,6 +98,8 @@ class Trial:
     started_at: float | None
     finished_at: float | None
     told: bool
+    feasible: bool = True
+    """False when the trial broke a hard constraint of the objective."""
 
     @property
     def finished(self) -> bool:
@@ -118,6 +123,7 @@ def _trial(row: sqlite3.Row) -> Trial:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         told=bool(row["told"]),
+        feasible=bool(row["feasible"]) if "feasible" in row.keys() else True,  # noqa: SIM118 (sqlite3.Row)
     )
 
 
@@ -140,6 +146,7 @@ class TrialStore:
 
     def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
+        self._feasible_column: bool | None = None
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no run database here")
         try:
@@ -224,9 +231,10 @@ class TrialStore:
         row = self.db.execute("SELECT * FROM runs WHERE id = 1").fetchone()
         if row is None:
             raise StoreError(f"{self.path}: damaged run database (no run record)")
-        if row["schema"] != SCHEMA_VERSION:
+        if row["schema"] not in READABLE_SCHEMAS:
             raise StoreError(
-                f"{self.path}: run database schema {row['schema']}, this nasrl reads {SCHEMA_VERSION}"
+                f"{self.path}: run database schema {row['schema']}, this nasrl reads "
+                f"{', '.join(map(str, READABLE_SCHEMAS))}"
             )
         try:
             config = json.loads(row["config"])
@@ -238,6 +246,7 @@ class TrialStore:
             "config": config,
             "seed": row["seed"],
             "version": row["version"],
+            "schema": row["schema"],
         }
 
     def set_status(self, status: str) -> None:
@@ -309,13 +318,14 @@ class TrialStore:
         metrics: Mapping[str, float],
         error: str | None,
         cost: float | None,
+        feasible: bool = True,
     ) -> None:
         if state not in ("complete", "failed"):
             raise ValueError(f"finish: state must be complete or failed, not {state!r}")
         self.db.execute(
-            "UPDATE trials SET state = ?, reward = ?, metrics = ?, error = ?, cost = ?, finished_at = ? "
-            "WHERE id = ?",
-            (state, reward, json.dumps(dict(metrics)), error, cost, time.time(), trial_id),
+            "UPDATE trials SET state = ?, reward = ?, metrics = ?, error = ?, cost = ?, finished_at = ?, "
+            "feasible = ? WHERE id = ?",
+            (state, reward, json.dumps(dict(metrics)), error, cost, time.time(), int(feasible), trial_id),
         )
 
     def requeue_unfinished(self) -> int:
@@ -374,12 +384,20 @@ class TrialStore:
         return int(self.db.execute("SELECT COUNT(*) FROM trials WHERE round < ?", (round_,)).fetchone()[0])
 
     def best(self, n: int = 1) -> list[Trial]:
+        """The n highest rewards among complete, feasible, evaluated (not reused) trials."""
+        feasible = "AND feasible = 1 " if self._has_feasible() else ""
         rows = self.db.execute(
             "SELECT * FROM trials WHERE state = 'complete' AND reward IS NOT NULL "
-            "AND reused_from IS NULL ORDER BY reward DESC, id LIMIT ?",
+            f"AND reused_from IS NULL {feasible}ORDER BY reward DESC, id LIMIT ?",
             (n,),
         )
         return [_trial(r) for r in rows]
+
+    def _has_feasible(self) -> bool:
+        if self._feasible_column is None:
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(trials)")}
+            self._feasible_column = "feasible" in columns
+        return self._feasible_column
 
     def updates(self) -> list[tuple[int, float, dict[str, Any]]]:
         return [

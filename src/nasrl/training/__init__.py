@@ -1,7 +1,7 @@
 """Child trainers: plain functions over tensors that return a :class:`TrainResult`."""
 
 from nasrl.training.common import TrainResult, count_macs, count_params, seeded
-from nasrl.training.image import TrainConfig, evaluate_accuracy, reward_from, train_architecture, train_model
+from nasrl.training.image import TrainConfig, evaluate_accuracy, max_last, train_architecture, train_model
 
 __all__ = [
     "TrainConfig",
@@ -9,7 +9,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "evaluate_accuracy",
-    "reward_from",
+    "max_last",
     "seeded",
     "train_architecture",
     "train_model",

@@ -23,7 +23,6 @@ class Diverged(RuntimeError):
 @dataclass
 class TrainResult:
     status: Literal["complete", "failed"]
-    reward: float | None = None
     val_acc: list[float] = field(default_factory=list)
     """Validation accuracy (fraction) after each epoch."""
     train_loss: list[float] = field(default_factory=list)
@@ -62,7 +61,7 @@ def failure(exc: BaseException, partial: TrainResult) -> TrainResult:
         frames = traceback.extract_tb(exc.__traceback__)
         if frames:
             message += f" (at {frames[-1].filename}:{frames[-1].lineno})"
-    partial.status, partial.reward, partial.error = "failed", None, message
+    partial.status, partial.error = "failed", message
     return partial
 
 

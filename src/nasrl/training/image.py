@@ -55,10 +55,9 @@ class TrainConfig:
     """Use the dataset's augmentation (random crop with padding, flips where they make sense)."""
     max_train_samples: int | None = None
     """Train on the first N (shuffled) training examples only: cheaper search children."""
-    reward: Literal["max_last", "last", "mean_last"] = "max_last"
-    reward_window: int = 5
-    reward_power: float = 3.0
-    """The paper's reward: max validation accuracy of the last 5 epochs, cubed."""
+    max_last_window: int = 5
+    """Epochs over which ``val_acc_max_last`` takes the maximum (the paper's reward reads
+    the max of the last 5; the reward itself is nasrl.objectives' business)."""
     eval_batch_size: int = 1000
     channels_last: bool = True
     """NHWC memory layout; faster for convolutions on CPU."""
@@ -66,26 +65,18 @@ class TrainConfig:
     """bfloat16 autocast, on CUDA only."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "reward_window", "eval_batch_size", "step_every"):
+        for name in ("epochs", "batch_size", "max_last_window", "eval_batch_size", "step_every"):
             if getattr(self, name) < 1:
                 raise NasrlError(f"training.{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise NasrlError(f"training.learning_rate must be positive, got {self.learning_rate}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise NasrlError(f"training.schedule must be cosine, step or constant, got {self.schedule!r}")
-        if self.reward not in ("max_last", "last", "mean_last"):
-            raise NasrlError(f"training.reward must be max_last, last or mean_last, got {self.reward!r}")
 
 
-def reward_from(val_acc: list[float], config: TrainConfig) -> float:
-    window = val_acc[-config.reward_window:]
-    if config.reward == "last":
-        value = window[-1]
-    elif config.reward == "mean_last":
-        value = sum(window) / len(window)
-    else:
-        value = max(window)
-    return float(value ** config.reward_power)
+def max_last(val_acc: list[float], config: TrainConfig) -> float:
+    """The maximum validation accuracy of the last ``max_last_window`` epochs."""
+    return max(val_acc[-config.max_last_window:])
 
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -171,9 +162,10 @@ def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed:
                 on_epoch: EpochCallback | None = None) -> TrainResult:
     """Train ``model`` on ``data``'s training split; never raises for a failing child.
 
-    Returns validation accuracy per epoch, the reward, parameters, MACs and wall time (and
-    test accuracy when ``test``). ``validate=False`` skips the per-epoch validation (a final
-    model trained on train + validation) and leaves the reward unset. NaN losses,
+    Returns validation accuracy per epoch (and ``val_acc_max_last``), parameters, MACs and
+    wall time (and test accuracy when ``test``); no reward -- that is the objective's job.
+    ``validate=False`` skips the per-epoch validation (a final model trained on train +
+    validation). NaN losses,
     out-of-memory and any other exception give a failed result carrying the error.
     """
     result = TrainResult(status="complete")
@@ -204,7 +196,7 @@ def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed:
                 result.wall_time = time.perf_counter() - start
                 on_epoch(epoch, result)
         if validate:
-            result.reward = reward_from(result.val_acc, config)
+            result.extra["val_acc_max_last"] = max_last(result.val_acc, config)
         if test:
             result.test_acc = evaluate_accuracy(model, data.test_x, data.test_y, config)
     except Exception as exc:  # a failing child is a result, never a crash of the search

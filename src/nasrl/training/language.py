@@ -1,5 +1,5 @@
 """Training a word-level language model: truncated back-propagation through time,
-gradient clipping, perplexity, and the paper's reward c / ppl^2 (c = 80)."""
+gradient clipping and perplexity (the paper's reward, 80 / ppl^2, is nasrl.objectives')."""
 
 from __future__ import annotations
 
@@ -35,9 +35,6 @@ class LMTrainConfig:
     clip: float = 0.5
     max_train_tokens: int | None = None
     """Train on the first N tokens only: cheaper search children."""
-    reward_c: float = 80.0
-    reward_power: float = 2.0
-    """Reward c / ppl^power of the best validation perplexity (the paper: 80 / ppl^2)."""
     eval_batch_size: int = 10
 
     def __post_init__(self) -> None:
@@ -124,7 +121,7 @@ def train_language_model(
     test: bool = False,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train with TBPTT; validation perplexity per epoch in ``extra``, reward c / best_ppl^2."""
+    """Train with TBPTT; validation perplexity (last and best so far) in ``extra``."""
     result = TrainResult(status="complete")
     start = time.perf_counter()
     try:
@@ -156,7 +153,6 @@ def train_language_model(
                 on_epoch(epoch, result)
         if not math.isfinite(best):
             raise Diverged("validation perplexity is not finite")
-        result.reward = config.reward_c / best**config.reward_power
         if test:
             result.extra["test_ppl"] = perplexity(model, data.test, config)
     except Exception as exc:
