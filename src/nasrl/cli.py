@@ -182,7 +182,8 @@ def _median_target(spec: str, table: Any) -> str:
     values = [table.metrics(e.arch).get(metric.strip()) for e in table.entries.values()]
     if any(v is None for v in values):
         raise ConfigError(f"constraint {spec!r}: the table has no {metric.strip()!r} column")
-    return f"{metric.strip()}<={statistics.median(values):.6g}{colon}{tail}"
+    # exact: many cells share the median's cost, and a rounded target would exclude them
+    return f"{metric.strip()}<={statistics.median(values)!r}{colon}{tail}"
 
 
 def _resolved_configs(names: Sequence[str], configs: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -132,10 +132,11 @@ class Constraint:
 
 
 def format_number(value: float) -> str:
+    """Short and readable: 50k, 47.1046M, 2.5 (six significant digits)."""
     for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale and (value / scale) == round(value / scale, 3):
-            return f"{value / scale:g}{suffix}"
-    return f"{value:g}"
+        if abs(value) >= scale:
+            return f"{value / scale:.6g}{suffix}"
+    return f"{value:.6g}"
 
 
 def parse_number(text: str, what: str) -> float:
