@@ -271,3 +271,21 @@ def test_shipped_nb201_costs_match_building_the_cells(nb201_table: TabularEvalua
         assert cell_costs(cell) == costs[cell]
     metrics = nb201_table.metrics(nb201_table.best.arch)
     assert (metrics["params"], metrics["macs"]) == costs[nb201_table.space.to_string(nb201_table.best.arch)]
+
+
+def test_children_breaking_a_static_hard_limit_are_screened_not_trained(tmp_path: Path) -> None:
+    config = load_config({"space": "conv", "space_params": {"num_layers": 2}, "budget": 8, "executor": "serial",
+                          "strategy": "random", "training": {"epochs": 1, "max_train_samples": 200},
+                          "objective": {"constraints": ["params<=8k"]}})
+    search = Search.create(tmp_path / "run", config)
+    spy = Spy(search.strategy)
+    search.run()
+    trials = search.store.trials()
+    screened = [t for t in trials if t.metrics.get("screened")]
+    trained = [t for t in trials if "val_acc" in t.metrics]
+    assert screened and trained and len(screened) + len(trained) == len(trials) == 8
+    assert all(not t.feasible and t.metrics["params"] > 8000 and t.reward == 0.0 for t in screened)
+    assert all(t.feasible and t.metrics["params"] <= 8000 for t in trained)
+    told = {o.arch.key: o.reward for o in spy.told}
+    assert all(told[t.arch.key] == 0.0 for t in screened)
+    assert search.store.best(8) and all(t.feasible for t in search.store.best(8))

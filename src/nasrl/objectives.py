@@ -40,6 +40,9 @@ COST_METRICS: dict[str, str] = {
     "latency_ms": "median forward latency in milliseconds (measured or predicted, see objective.latency)",
 }
 """Metrics a constraint may name; each is smaller-is-better."""
+STATIC_METRICS = ("params", "macs", "flops")
+"""Costs known from the architecture alone: a child that breaks a hard constraint on one of
+them is screened out before any training (see :meth:`Objective.static_limits`)."""
 
 QUALITY_METRIC = {
     # (quality, evaluator) -> metric the quality term reads
@@ -252,24 +255,37 @@ class Objective:
             return float(max(0.0, value) ** cfg.accuracy_power)
         return float(cfg.perplexity_c / value**cfg.perplexity_power)
 
+    def static_limits(self) -> dict[str, float]:
+        """Hard limits on costs known before training (params, MACs, FLOPs): an evaluator
+        that meets a child breaking one reports its costs without training it."""
+        return {c.metric: c.limit for c in self.constraints
+                if c.kind == "hard" and c.metric in STATIC_METRICS}
+
+    def violations(self, metrics: Mapping[str, float]) -> tuple[str, ...]:
+        """The hard constraints ``metrics`` break (those whose metric is present)."""
+        return tuple(f"{c.metric} {format_number(float(metrics[c.metric]))} > {format_number(c.limit)}"
+                     for c in self.constraints
+                     if c.kind == "hard" and c.metric in metrics and float(metrics[c.metric]) > c.limit)
+
     def evaluate(self, metrics: Mapping[str, float]) -> ObjectiveValue:
-        """The reward (and feasibility) of one evaluated architecture."""
+        """The reward (and feasibility) of one evaluated architecture.
+
+        A hard constraint broken makes the trial infeasible whatever else is known (a
+        screened child has costs but no accuracy); otherwise every metric must be there."""
+        violations = self.violations(metrics)
+        raw = metrics.get(self.metric)
+        quality = None if raw is None else float(raw)
+        if violations:
+            return ObjectiveValue(self.config.infeasible_reward, False, quality, None, violations)
         missing = [m for m in [self.metric, *self.cost_metrics] if m not in metrics]
-        if missing:
+        if missing or quality is None:
             return ObjectiveValue(None, True, None, f"the evaluator reported no {missing[0]!r} metric")
-        quality = float(metrics[self.metric])
         if not math.isfinite(quality) or (self.quality == "perplexity" and quality <= 0):
             return ObjectiveValue(None, True, None, f"{self.metric} is {quality!r}")
         reward = self.quality_term(quality)
-        violations: list[str] = []
         for c in self.constraints:
-            value = float(metrics[c.metric])
             if c.kind == "soft":
-                reward *= c.factor(value)
-            elif value > c.limit:
-                violations.append(f"{c.metric} {format_number(value)} > {format_number(c.limit)}")
-        if violations:
-            return ObjectiveValue(self.config.infeasible_reward, False, quality, None, tuple(violations))
+                reward *= c.factor(float(metrics[c.metric]))
         return ObjectiveValue(reward, True, quality, None)
 
     # -- Pareto fronts ------------------------------------------------------------------

@@ -159,7 +159,8 @@ def make_objective(config: SearchConfig) -> Objective:
 
 
 def make_evaluator(config: SearchConfig, space: SearchSpace) -> Evaluator:
-    latency = config.objective.latency if make_objective(config).needs("latency_ms") else None
+    objective = make_objective(config)
+    latency = config.objective.latency if objective.needs("latency_ms") else None
     if config.evaluator == "tabular":
         from nasrl.evaluators.tabular import TabularEvaluator, find_nb201_table
 
@@ -177,6 +178,7 @@ def make_evaluator(config: SearchConfig, space: SearchSpace) -> Evaluator:
         device=config.device,
         build_options=config.build_options,
         latency=latency,
+        screen=objective.static_limits(),
     )
 
 

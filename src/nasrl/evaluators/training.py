@@ -7,6 +7,7 @@ pool or Ray worker reads the data itself.
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,10 +15,11 @@ from torch import nn
 
 from nasrl.data.images import ImageData, load_images
 from nasrl.data.text import TextData, load_text
+from nasrl.errors import NasrlError
 from nasrl.evaluators.base import EvalResult, Evaluator
-from nasrl.models import builder_task
+from nasrl.models import build_model, builder_task
 from nasrl.spaces.base import Architecture, SearchSpace
-from nasrl.training import TrainConfig, TrainResult, train_architecture
+from nasrl.training import TrainConfig, TrainResult, count_macs, count_params, train_architecture
 from nasrl.training.language import LMTrainConfig, train_cell
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ class TrainingEvaluator(Evaluator):
         build_options: dict[str, Any] | None = None,
         train_on_valid: bool = False,
         latency: LatencyConfig | None = None,
+        screen: dict[str, float] | None = None,
     ) -> None:
         self.space = space
         self.task = builder_task(space.name)
@@ -55,6 +58,8 @@ class TrainingEvaluator(Evaluator):
         self.build_options = dict(build_options or {})
         self.latency = latency
         """Set when the objective needs ``latency_ms``: the trained child is timed too."""
+        self.screen = dict(screen or {})
+        """Hard limits on params / macs / flops: a child above one is reported untrained."""
         self._data: ImageData | TextData | None = None
         self._table: LatencyTable | None = None
 
@@ -83,6 +88,9 @@ class TrainingEvaluator(Evaluator):
                                        build_options=self.build_options)
             shape: tuple[int, ...] = (self.lm_config.bptt,)
         else:
+            screened = self._screen(arch, data)
+            if screened is not None:
+                return screened
             result, model = train_architecture(self.space, arch, data, self.config, seed=seed,
                                                device=self.device, build_options=self.build_options)
             shape = data.input_shape
@@ -91,6 +99,26 @@ class TrainingEvaluator(Evaluator):
             metrics["latency_ms"] = self._latency(model, shape, isinstance(data, TextData))
         return EvalResult("complete" if result.ok else "failed", metrics, cost=result.wall_time,
                           error=result.error)
+
+    def _screen(self, arch: Architecture, data: ImageData) -> EvalResult | None:
+        """The child's static costs, untrained, when they break a hard limit; else None.
+        Its weights do not matter for counting, so no seed is involved."""
+        if not self.screen:
+            return None
+        start = time.perf_counter()
+        try:
+            model = build_model(self.space, arch, input_shape=data.input_shape,
+                                num_classes=data.num_classes, **self.build_options)
+        except NasrlError:
+            raise
+        except Exception:
+            return None  # a child that cannot be built fails in training, with its error
+        macs = count_macs(model, torch.zeros(1, *data.input_shape))
+        costs = {"params": float(count_params(model)), "macs": float(macs), "flops": 2.0 * macs}
+        if all(costs[m] <= limit for m, limit in self.screen.items()):
+            return None
+        costs["screened"] = 1.0
+        return EvalResult("complete", costs, cost=time.perf_counter() - start)
 
     def _latency(self, model: nn.Module, shape: tuple[int, ...], language: bool) -> float:
         from nasrl.latency import LatencyTable, architecture_latency, example_input
