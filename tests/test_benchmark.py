@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ import pytest
 
 from nasrl.benchmark import run_tabular, summarize
 from nasrl.errors import NasrlError
-from nasrl.evaluators import TabularEvaluator
+from nasrl.evaluators import TabularEvaluator, find_nb201_table
 from nasrl.spaces.nb201 import NB201Space
 from nasrl.strategies import make_strategy
 
@@ -115,8 +117,77 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str,
 def test_damaged_table_is_one_line_and_exit_2(nb201_table_path: Path, tmp_path: Path) -> None:
     # found on disk but cut off mid-row: read in the worker processes, not the CLI
     damaged = tmp_path / "nb201_cifar10.csv"
-    damaged.write_text(nb201_table_path.read_text()[:300] + "garbage\n")
+    damaged.write_text(gzip.decompress(nb201_table_path.read_bytes()).decode()[:300] + "garbage\n")
     out = nasrl("benchmark", "nb201", "--budget", "5", "--seeds", "2", "--table", str(damaged))
     assert out.returncode == 2
     assert "line 4: bad row" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_gzipped_table_reads_like_the_plain_one(nb201_table: TabularEvaluator, tmp_path: Path) -> None:
+    assert nb201_table.path.name == "nb201_cifar10.csv.gz"
+    text = "".join(gzip.decompress(nb201_table.path.read_bytes()).decode().splitlines(keepends=True)[:50])
+    plain = TabularEvaluator(_write(tmp_path / "t.csv", text))
+    packed = tmp_path / "t.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    assert len(plain) == 49 and TabularEvaluator(packed).entries == plain.entries
+    assert all(nb201_table.lookup(e.arch) == e for e in plain.entries.values())
+
+
+DAMAGES = [
+    (lambda raw: raw[: len(raw) // 2], "cannot read table"),  # truncated
+    (lambda raw: raw[:2000] + bytes(b ^ 0xFF for b in raw[2000:2100]) + raw[2100:], "cannot read table"),
+    (lambda raw: gzip.decompress(raw)[:5000], "cannot read table"),  # not gzip at all
+]
+
+
+@pytest.mark.parametrize(("damage", "needle"), DAMAGES, ids=["truncated", "corrupt", "not-gzip"])
+def test_damaged_gzipped_table_is_one_line_and_exit_2(damage, needle: str, nb201_table_path: Path,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    damaged = tmp_path / "nb201_cifar10.csv.gz"
+    damaged.write_bytes(damage(nb201_table_path.read_bytes()))
+    with pytest.raises(NasrlError, match=f"{damaged}: {needle}"):
+        TabularEvaluator(damaged)
+    if damage is not DAMAGES[0][0]:
+        return  # the command line path is the same for every damage: run it once
+    out = nasrl("search", "--space", "nb201", "--evaluator", "tabular", "--table", str(damaged),
+                "--budget", "2", "--executor", "serial", "--out", str(tmp_path / "run"))
+    assert out.returncode == 2, out.stderr
+    assert f"{damaged}: {needle}" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_bundled_table_is_found_last(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                     nb201_table_path: Path) -> None:
+    import nasrl.evaluators.tabular as tabular
+
+    monkeypatch.delenv("NASRL_NB201_TABLE", raising=False)
+    monkeypatch.setattr(tabular, "NB201_LOCATIONS", (str(tmp_path / "cache"), str(tmp_path / "share")))
+    assert find_nb201_table() == nb201_table_path  # nothing installed: the bundled one
+    local = tmp_path / "share" / "nb201_cifar10.csv"
+    local.parent.mkdir()
+    local.write_text("index,arch,val_acc,test_acc\n")
+    assert find_nb201_table() == local  # a table installed on the machine comes first
+    # an explicit path or the environment variable never falls back
+    with pytest.raises(NasrlError, match="file not found"):
+        find_nb201_table(tmp_path / "missing.csv")
+    monkeypatch.setenv("NASRL_NB201_TABLE", str(tmp_path / "missing.csv"))
+    with pytest.raises(NasrlError, match="points to"):
+        find_nb201_table()
+    monkeypatch.setattr(tabular, "NB201_BUNDLED", ("nasrl.tables", "absent.csv.gz"))
+    monkeypatch.delenv("NASRL_NB201_TABLE")
+    local.unlink()
+    with pytest.raises(NasrlError, match="nb201_cifar10.csv not found; pass its path"):
+        find_nb201_table()
+
+
+def test_benchmark_works_out_of_the_box_with_the_bundled_table(nb201_table_path: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NASRL_NB201_TABLE"} | {"HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "nasrl", "benchmark", "nb201", "--strategies", "random",
+                          "--budget", "20", "--seeds", "2", "--jobs", "1"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr
+    machine = Path("/usr/share/datasets/nasbench201/nb201_cifar10.csv")  # would come first
+    if not machine.is_file():
+        assert f"table {nb201_table_path}" in out.stdout
+    assert "random" in out.stdout and "found best" in out.stdout

@@ -14,25 +14,42 @@ import torch
 from nasrl.data import DataError, load_images, random_crop, random_flip
 from nasrl.errors import NasrlError
 
+FIXTURE_VAL = 500  # the loader's default (5,000) is more than the 3,000-image fixture holds
+
 
 def test_fashion_mnist_loads_with_a_seeded_validation_split(fashion_dir: Path) -> None:
-    data = load_images("fashion-mnist", data_dir=fashion_dir, seed=0)
-    assert data.train_x.shape == (55000, 1, 28, 28) and data.val_x.shape == (5000, 1, 28, 28)
-    assert data.test_x.shape == (10000, 1, 28, 28)
+    data = load_images("fashion-mnist", data_dir=fashion_dir, seed=0, val_size=FIXTURE_VAL)
+    assert data.train_x.shape == (2500, 1, 28, 28) and data.val_x.shape == (500, 1, 28, 28)
+    assert data.test_x.shape == (1000, 1, 28, 28)
     assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
     assert abs(float(data.train_x.mean())) < 1e-3 and abs(float(data.train_x.std()) - 1) < 1e-3
-    assert set(data.test_y.tolist()) == set(range(10))
+    assert torch.bincount(data.test_y).tolist() == [100] * 10  # the fixture is balanced
+    labels = torch.cat([data.train_y, data.val_y])
+    assert torch.bincount(labels).tolist() == [300] * 10
+    again = load_images("fashion-mnist", data_dir=fashion_dir, seed=0, val_size=FIXTURE_VAL)
+    other = load_images("fashion-mnist", data_dir=fashion_dir, seed=1, val_size=FIXTURE_VAL)
+    assert torch.equal(again.val_y, data.val_y) and torch.equal(again.val_x, data.val_x)
+    assert not torch.equal(other.val_y, data.val_y)
+    with pytest.raises(NasrlError, match="validation size must be between 1 and 2999, got 5000"):
+        load_images("fashion-mnist", data_dir=fashion_dir)
+
+
+@pytest.mark.full_data
+def test_full_fashion_mnist_has_the_official_splits(full_fashion_dir: Path) -> None:
+    data = load_images("fashion-mnist", data_dir=full_fashion_dir, seed=0)  # the default val_size
+    assert data.train_x.shape == (55000, 1, 28, 28) and data.val_x.shape == (5000, 1, 28, 28)
+    assert data.test_x.shape == (10000, 1, 28, 28)
+    assert abs(float(data.train_x.mean())) < 1e-3 and abs(float(data.train_x.std()) - 1) < 1e-3
     assert torch.bincount(data.test_y).tolist() == [1000] * 10  # the official balanced test set
-    again = load_images("fashion-mnist", data_dir=fashion_dir, seed=0)
-    other = load_images("fashion-mnist", data_dir=fashion_dir, seed=1)
-    assert torch.equal(again.val_y, data.val_y)
+    other = load_images("fashion-mnist", data_dir=full_fashion_dir, seed=1)
     assert not torch.equal(other.val_y, data.val_y)
 
 
 def test_fashion_mnist_found_through_the_environment_variable(monkeypatch: pytest.MonkeyPatch,
                                                             fashion_dir: Path) -> None:
     monkeypatch.setenv("NASRL_FASHION_MNIST", str(fashion_dir))
-    assert load_images("fashion-mnist", download=False).num_classes == 10
+    data = load_images("fashion-mnist", download=False, val_size=FIXTURE_VAL)
+    assert data.num_classes == 10 and len(data.test_x) == 1000
 
 
 def copy_fashion(tmp_path: Path, fashion_dir: Path) -> Path:
@@ -44,9 +61,9 @@ def copy_fashion(tmp_path: Path, fashion_dir: Path) -> Path:
 def test_truncated_gzip_is_named(tmp_path: Path, fashion_dir: Path) -> None:
     folder = copy_fashion(tmp_path, fashion_dir)
     target = folder / "train-labels-idx1-ubyte.gz"
-    target.write_bytes(target.read_bytes()[:5000])
+    target.write_bytes(target.read_bytes()[:-100])
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: corrupt or truncated"):
-        load_images("fashion-mnist", data_dir=folder)
+        load_images("fashion-mnist", data_dir=folder, val_size=FIXTURE_VAL)
 
 
 def test_idx_with_wrong_length_or_magic_is_named(tmp_path: Path, fashion_dir: Path) -> None:
@@ -55,19 +72,19 @@ def test_idx_with_wrong_length_or_magic_is_named(tmp_path: Path, fashion_dir: Pa
     raw = gzip.decompress(target.read_bytes())
     target.write_bytes(gzip.compress(raw[:-10]))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: IDX file has"):
-        load_images("fashion-mnist", data_dir=folder)
+        load_images("fashion-mnist", data_dir=folder, val_size=FIXTURE_VAL)
     target.write_bytes(gzip.compress(b"\x12\x34" + raw[2:]))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: not an IDX file"):
-        load_images("fashion-mnist", data_dir=folder)
+        load_images("fashion-mnist", data_dir=folder, val_size=FIXTURE_VAL)
 
 
 def test_missing_file_in_an_explicit_folder_is_named(tmp_path: Path, fashion_dir: Path) -> None:
     folder = copy_fashion(tmp_path, fashion_dir)
     (folder / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(NasrlError, match="t10k-images-idx3-ubyte.gz not found in"):
-        load_images("fashion-mnist", data_dir=folder)
+        load_images("fashion-mnist", data_dir=folder, val_size=FIXTURE_VAL)
     with pytest.raises(NasrlError, match="does not exist"):
-        load_images("fashion-mnist", data_dir=tmp_path / "nowhere")
+        load_images("fashion-mnist", data_dir=tmp_path / "nowhere", val_size=FIXTURE_VAL)
 
 
 def test_missing_data_without_download_says_how_to_provide_it(monkeypatch: pytest.MonkeyPatch,

@@ -160,9 +160,9 @@ def test_training_search_tells_the_strategy_the_papers_reward_once(tmp_path: Pat
     assert max(told) < 1 and strategy.baseline > min(told) ** 1.5  # not in (acc^3)^3's range
 
 
-def test_language_search_tells_80_over_ppl_squared(tmp_path: Path, shared_ptb: Path) -> None:
+def test_language_search_tells_80_over_ppl_squared(tmp_path: Path, ptb_dir: Path) -> None:
     config = load_config({"space": "rnn_cell", "space_params": {"base": 2}, "dataset": "ptb",
-                          "data_dir": str(shared_ptb), "train_on_valid": True, "budget": 5, "executor": "serial",
+                          "data_dir": str(ptb_dir), "train_on_valid": True, "budget": 5, "executor": "serial",
                           "lm_training": {"epochs": 1, "max_train_tokens": 3000},
                           "build_options": {"hidden_size": 16, "embedding_size": 16, "num_layers": 1}})
     search = Search.create(tmp_path / "run", config)

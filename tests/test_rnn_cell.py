@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,26 +92,84 @@ def test_found_cell_matches_a_hand_written_nascell() -> None:
 
 
 @pytest.fixture(scope="module")
-def ptb(shared_ptb: Path):  # type: ignore[no-untyped-def]
-    return load_text(data_dir=shared_ptb, train_on_valid=True)
+def ptb(ptb_dir: Path):  # type: ignore[no-untyped-def]
+    return load_text(data_dir=ptb_dir, train_on_valid=True)
 
 
-def test_ptb_loader_splits_and_says_which_file_is_missing(shared_ptb: Path, tmp_path: Path) -> None:
-    data = load_text(data_dir=shared_ptb, train_on_valid=True)
-    assert len(data.train) + len(data.valid) == 73760  # the standard count, one <eos> per line included
-    assert len(data.test) == 82430 and "<eos>" in data.vocab and data.vocab_size <= 10000
+def test_ptb_loader_splits_and_says_which_file_is_missing(ptb_dir: Path, tmp_path: Path) -> None:
+    data = load_text(data_dir=ptb_dir, train_on_valid=True)
+    # the generated corpus (tests/data/make_text.py), one <eos> per line included
+    assert len(data.train) + len(data.valid) == 20013 and len(data.train) == int(20013 * 0.9)
+    assert len(data.test) == 20004 and data.vocab_size == 225
+    assert {"<eos>", "<unk>", "N", "$"} <= set(data.vocab)
+    eos = data.vocab.index("<eos>")
+    assert int((data.test == eos).sum()) == 1340 and int(data.test[-1]) == eos  # one per line
     with pytest.raises(DataError, match=r"ptb.train.txt not found .*found ptb.valid.txt, ptb.test.txt"):
-        load_text(data_dir=shared_ptb)
-    (tmp_path / "ptb.valid.txt").write_text((shared_ptb / "ptb.valid.txt").read_text())
+        load_text(data_dir=ptb_dir)
+    (tmp_path / "ptb.valid.txt").write_text((ptb_dir / "ptb.valid.txt").read_text())
     with pytest.raises(DataError, match="ptb.test.txt not found"):
         load_text(data_dir=tmp_path, train_on_valid=True)
-    chars = load_text(data_dir=shared_ptb, train_on_valid=True, char=True)
+    (tmp_path / "ptb.test.txt").write_text((ptb_dir / "ptb.test.txt").read_text())
+    (tmp_path / "ptb.train.txt").write_text((ptb_dir / "ptb.test.txt").read_text())
+    three = load_text(data_dir=tmp_path)  # with the training file: all of valid validates
+    assert len(three.train) == 20004 and len(three.valid) == 20013 and three.vocab == data.vocab
+    chars = load_text(data_dir=ptb_dir, train_on_valid=True, char=True)
     assert chars.vocab_size < 60 and "_" in chars.vocab
 
 
-def test_language_model_on_ptb_valid_learns(ptb) -> None:  # type: ignore[no-untyped-def]
-    counts = torch.bincount(ptb.train, minlength=ptb.vocab_size).float() + 0.5
-    unigram = math.exp(-float((counts / counts.sum()).log()[ptb.test].mean()))
+@pytest.mark.full_data
+def test_full_ptb_has_the_standard_counts(full_ptb_dir: Path) -> None:
+    data = load_text(data_dir=full_ptb_dir, train_on_valid=True)
+    assert len(data.train) + len(data.valid) == 73760  # the standard count, one <eos> per line included
+    assert len(data.test) == 82430 and "<eos>" in data.vocab and data.vocab_size <= 10000
+    chars = load_text(data_dir=full_ptb_dir, train_on_valid=True, char=True)
+    assert chars.vocab_size < 60 and "_" in chars.vocab
+
+
+def unigram_perplexity(train: torch.Tensor, test: torch.Tensor, vocab_size: int) -> float:
+    counts = torch.bincount(train, minlength=vocab_size).float() + 0.5
+    return math.exp(-float((counts / counts.sum()).log()[test].mean()))
+
+
+def bigram_perplexity(train: torch.Tensor, test: torch.Tensor, vocab_size: int) -> float:
+    """A bigram model interpolated with the unigram (weight 0.95, about the best on this corpus)."""
+    unigram = torch.bincount(train, minlength=vocab_size).double() + 0.5
+    unigram /= unigram.sum()
+    pairs = torch.bincount(train[:-1] * vocab_size + train[1:], minlength=vocab_size**2).double()
+    pairs = pairs.view(vocab_size, vocab_size)
+    given = pairs / pairs.sum(1, keepdim=True).clamp_min(1)
+    prob = 0.95 * given[test[:-1], test[1:]] + 0.05 * unigram[test[1:]]
+    return math.exp(-float(prob.log().mean()))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """A 64-unit cell's ops are too small to share: on 2 busy cores a second torch thread
+    made these tests 6x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_language_model_learns_the_generated_corpus(ptb) -> None:  # type: ignore[no-untyped-def]
+    unigram = unigram_perplexity(ptb.train, ptb.test, ptb.vocab_size)  # about 86
+    bigram = bigram_perplexity(ptb.train, ptb.test, ptb.vocab_size)  # about 5.3
+    space = get_space("rnn_cell")
+    result, _ = train_cell(space, space.make(nascell_choices()), ptb, LMTrainConfig(epochs=5), seed=0,  # type: ignore[arg-type]
+                           test=True, build_options={"hidden_size": 64, "embedding_size": 64})
+    assert result.ok, result.error
+    # the grammar has structure beyond the previous word (agreement, fixed phrases, a topic
+    # per sentence): the model must use it to beat a bigram model of the same text
+    assert result.extra["test_ppl"] < bigram < 0.1 * unigram, (result.extra, bigram, unigram)
+    assert result.reward == pytest.approx(80 / result.extra["val_ppl_best"] ** 2)
+
+
+@pytest.mark.full_data
+def test_language_model_on_ptb_valid_learns(full_ptb_dir: Path) -> None:
+    ptb = load_text(data_dir=full_ptb_dir, train_on_valid=True)
+    unigram = unigram_perplexity(ptb.train, ptb.test, ptb.vocab_size)
     space = get_space("rnn_cell")
     result, _ = train_cell(space, space.make(nascell_choices()), ptb, LMTrainConfig(epochs=5), seed=0,  # type: ignore[arg-type]
                            test=True, build_options={"hidden_size": 64, "embedding_size": 64})
@@ -124,22 +183,22 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=600)
 
 
-def test_cli_train_and_search_a_recurrent_cell(shared_ptb: Path, tmp_path: Path) -> None:
+def test_cli_train_and_search_a_recurrent_cell(ptb_dir: Path, tmp_path: Path) -> None:
     arch = tmp_path / "cell.json"
     arch.write_text(json.dumps({"space": "rnn_cell", "choices": nascell_choices()}))
     small = ["--set", "max_train_tokens=4000"]
-    done = cli("train", "--arch", str(arch), "--data-dir", str(shared_ptb), "--train-on-valid", "--epochs", "1",
+    done = cli("train", "--arch", str(arch), "--data-dir", str(ptb_dir), "--train-on-valid", "--epochs", "1",
                "--build", "hidden_size=32", "--build", "embedding_size=32", *small, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "test perplexity" in done.stdout and "val ppl" in done.stdout
     run = tmp_path / "run"
-    done = cli("search", "--space", "rnn_cell", "--dataset", "ptb", "--data-dir", str(shared_ptb),
+    done = cli("search", "--space", "rnn_cell", "--dataset", "ptb", "--data-dir", str(ptb_dir),
                "--train-on-valid", "--budget", "3", "--executor", "serial", "--quiet", "--out", str(run),
                "--set", "lm_training.max_train_tokens=3000", "--set", "lm_training.epochs=1",
                "--set", "build_options.hidden_size=16", "--set", "build_options.embedding_size=16",
                cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "validation perplexity" in done.stdout
-    missing = cli("search", "--space", "rnn_cell", "--data-dir", str(shared_ptb), "--out", str(tmp_path / "r2"),
+    missing = cli("search", "--space", "rnn_cell", "--data-dir", str(ptb_dir), "--out", str(tmp_path / "r2"),
                   cwd=tmp_path)
     assert missing.returncode == 2 and "ptb.train.txt not found" in missing.stderr

@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs per strategy, seeds 0..N-1 (default: %(default)s)")
     bench.add_argument("--seed-offset", type=int, default=0, help="first seed (default: 0)")
     bench.add_argument("--table", default=None,
-                       help="path of nb201_cifar10.csv (default: $NASRL_NB201_TABLE, then "
-                            "~/.cache/nasrl, /usr/share/datasets/nasbench201)")
+                       help="path of nb201_cifar10.csv or .csv.gz (default: $NASRL_NB201_TABLE, then "
+                            "~/.cache/nasrl, /usr/share/datasets/nasbench201, then the table "
+                            "bundled with nasrl)")
     bench.add_argument("--out", type=Path, default=None,
                        help="directory for benchmark.json and benchmark.png")
     bench.add_argument("--jobs", type=_positive_int, default=None,

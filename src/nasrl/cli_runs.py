@@ -38,7 +38,8 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     search.add_argument("--data-dir", help="folder holding the dataset's files")
     search.add_argument("--strategy", help="reinforce | random | evolution (default: reinforce)")
     search.add_argument("--evaluator", choices=["training", "tabular"], help="(default: training)")
-    search.add_argument("--table", help="benchmark table for --evaluator tabular")
+    search.add_argument("--table", help="benchmark table for --evaluator tabular (default: found as for "
+                                        "'nasrl benchmark', the table bundled with nasrl last)")
     search.add_argument("--budget", type=positive_int, help="architectures to evaluate (default: 30)")
     search.add_argument("--seed", type=int, help="run seed (default: 0)")
     search.add_argument("--executor", choices=["serial", "process", "ray"], help="(default: process)")

@@ -12,9 +12,13 @@ from nasrl.errors import NasrlError
 
 def find_file(
     what: str, filename: str, explicit: str | os.PathLike[str] | None, env: str,
-    locations: Sequence[str | os.PathLike[str]],
+    locations: Sequence[str | os.PathLike[str]], fallback: Path | None = None,
 ) -> Path:
-    """Return the first existing candidate; an explicit path that does not exist is an error."""
+    """Return the first existing candidate; an explicit path that does not exist is an error.
+
+    ``fallback`` (e.g. a copy shipped with the package) is the last candidate, after every
+    location; an explicit path or the environment variable never falls back to it.
+    """
     if explicit is not None:
         path = Path(explicit).expanduser()
         if path.is_dir():
@@ -33,6 +37,8 @@ def find_file(
         path = Path(loc).expanduser() / filename
         if path.is_file():
             return path
+    if fallback is not None and fallback.is_file():
+        return fallback
     tried = ", ".join(str(Path(loc).expanduser()) for loc in locations)
     raise NasrlError(f"{what}: {filename} not found; pass its path or set ${env} (looked in {tried})")
 

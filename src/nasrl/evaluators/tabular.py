@@ -1,20 +1,28 @@
 """Look-up evaluation in a tabular benchmark (NAS-Bench-201 style).
 
 The table is a CSV with columns ``index,arch,val_acc,test_acc`` (accuracies in percent) and
-optionally ``params,macs``. The evaluator reports ``val_acc`` and ``test_acc`` as fractions
-(the objective reads ``val_acc``; ``test_acc`` never feeds a reward, as the test set must
-never steer a search), and parameters and MACs: from the table's own columns, else, for
-NAS-Bench-201 cells, from the costs nasrl ships (``nasrl.tables.nb201_costs``).
+optionally ``params,macs``, plain or gzip-compressed (``.csv.gz``). The full NAS-Bench-201
+CIFAR-10 table ships with the package (``nasrl/tables/nb201_cifar10.csv.gz``) and is the
+last place :func:`find_nb201_table` looks. The evaluator reports ``val_acc`` and
+``test_acc`` as fractions (the objective reads ``val_acc``; ``test_acc`` never feeds a
+reward, as the test set must never steer a search), and parameters and MACs: from the
+table's own columns, else, for NAS-Bench-201 cells, from the costs nasrl ships
+(``nasrl.tables.nb201_costs``).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import csv
+import gzip
 import math
 import os
+import zlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from nasrl.data.paths import find_file
 from nasrl.errors import NasrlError
@@ -30,6 +38,7 @@ COLUMNS = ("index", "arch", "val_acc", "test_acc")
 NB201_FILENAME = "nb201_cifar10.csv"
 NB201_ENV = "NASRL_NB201_TABLE"
 NB201_LOCATIONS = ("~/.cache/nasrl", "/usr/share/datasets/nasbench201", "/usr/local/share/nasrl")
+NB201_BUNDLED = ("nasrl.tables", NB201_FILENAME + ".gz")  # package, resource name
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,24 @@ class TableEntry:
 
 
 def find_nb201_table(path: str | os.PathLike[str] | None = None) -> Path:
-    return find_file("NAS-Bench-201 table", NB201_FILENAME, path, NB201_ENV, NB201_LOCATIONS)
+    """``path``, then ``$NASRL_NB201_TABLE``, then :data:`NB201_LOCATIONS`, then the bundled table."""
+    return find_file("NAS-Bench-201 table", NB201_FILENAME, path, NB201_ENV, NB201_LOCATIONS,
+                     fallback=bundled_nb201_table())
+
+
+_EXTRACTED = contextlib.ExitStack()  # bundled files copied out of a zipped install, for this process
+atexit.register(_EXTRACTED.close)
+
+
+def bundled_nb201_table() -> Path | None:
+    """The NAS-Bench-201 table shipped inside the package, or None where it was left out."""
+    package, name = NB201_BUNDLED
+    resource = resources.files(package) / name
+    if not resource.is_file():
+        return None
+    if isinstance(resource, Path):  # an ordinary install (wheel or editable): a file on disk
+        return resource
+    return _EXTRACTED.enter_context(resources.as_file(resource))  # e.g. imported from a zip
 
 
 class TabularEvaluator(Evaluator):
@@ -58,9 +84,14 @@ class TabularEvaluator(Evaluator):
         self._load()
         self.best = max(self.entries.values(), key=lambda e: e.val_acc)
 
+    def _open(self) -> IO[str]:
+        if self.path.suffix == ".gz":
+            return gzip.open(self.path, "rt", newline="", encoding="utf-8")
+        return self.path.open(newline="")
+
     def _load(self) -> None:
         try:
-            with self.path.open(newline="") as fh:
+            with self._open() as fh:
                 reader = csv.DictReader(fh)
                 missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
                 if missing:
@@ -68,7 +99,7 @@ class TabularEvaluator(Evaluator):
                                      f"(need {','.join(COLUMNS)})")
                 for row in reader:
                     self._add(row, reader.line_num)
-        except (OSError, UnicodeDecodeError, csv.Error) as err:
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as err:
             raise NasrlError(f"{self.path}: cannot read table ({err})") from None
         if not self.entries:
             raise NasrlError(f"{self.path}: the table has no rows")
