@@ -289,3 +289,46 @@ def test_children_breaking_a_static_hard_limit_are_screened_not_trained(tmp_path
     told = {o.arch.key: o.reward for o in spy.told}
     assert all(told[t.arch.key] == 0.0 for t in screened)
     assert search.store.best(8) and all(t.feasible for t in search.store.best(8))
+
+
+def test_latency_is_measured_and_predicted_from_a_cached_per_op_table(tmp_path: Path) -> None:
+    from nasrl.latency import LatencyTable, measure_latency
+    from nasrl.models import build_model
+    from nasrl.objectives import LatencyConfig
+    from nasrl.spaces import get_space
+
+    space = get_space("conv", num_layers=2)
+    small = space.make({"L0.filter_height": 1, "L0.filter_width": 1, "L0.filters": 24, "L0.inputs": [],
+                        "L1.filter_height": 1, "L1.filter_width": 1, "L1.filters": 24, "L1.inputs": [0]})
+    big = space.make({"L0.filter_height": 7, "L0.filter_width": 7, "L0.filters": 64, "L0.inputs": [],
+                      "L1.filter_height": 7, "L1.filter_width": 7, "L1.filters": 64, "L1.inputs": [0]})
+    x = torch.zeros(1, 1, 28, 28)
+    models = {n: build_model(space, a, input_shape=(1, 28, 28), num_classes=10) for n, a in
+              (("small", small), ("big", big))}
+    cfg = LatencyConfig(repeats=5, warmup=2)
+    measured = {n: measure_latency(m, x, cfg) for n, m in models.items()}
+    assert 0 < measured["small"] < measured["big"]
+    table = LatencyTable(LatencyConfig(mode="table", repeats=5, warmup=2), cache_dir=tmp_path)
+    predicted = {n: table.predict(m, x) for n, m in models.items()}
+    assert 0 < predicted["small"] < predicted["big"] and table.measured > 0
+    again = LatencyTable(LatencyConfig(mode="table", repeats=5, warmup=2), cache_dir=tmp_path)
+    assert again.predict(models["big"], x) == predicted["big"] and again.measured == 0  # from the file
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+
+def test_a_search_with_a_soft_latency_target_records_latency_and_shapes_the_reward(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                                  ) -> None:
+    monkeypatch.setenv("NASRL_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_config({"space": "conv", "space_params": {"num_layers": 2}, "budget": 4, "executor": "serial",
+                          "strategy": "random", "training": {"epochs": 1, "max_train_samples": 200},
+                          "objective": {"constraints": ["latency_ms<=0.05:soft=-0.5/-0.1"],
+                                        "latency": {"mode": "table", "repeats": 3, "warmup": 1}}})
+    search = Search.create(tmp_path / "run", config)
+    search.run()
+    trials = search.store.trials()
+    assert len(trials) == 4 and list((tmp_path / "cache" / "latency").glob("*.json"))
+    for t in trials:
+        lat, acc = t.metrics["latency_ms"], t.metrics["val_acc_max_last"]
+        w = -0.5 if lat > 0.05 else -0.1
+        assert t.reward == pytest.approx(acc**3 * (lat / 0.05) ** w, rel=1e-9)

@@ -6,8 +6,8 @@ Latency does not depend on the weights, so a freshly built model times like a tr
 
 *Predicted*: the sum of the latencies of the model's leaf modules (convolutions, batch
 norms, pools, linear layers) at the input shapes they see, each measured once per machine
-and cached in a table (``~/.cache/nasrl/latency/``): after the first few architectures
-most predictions need no measurement at all. Functional glue (ReLU calls, padding,
+and cached in a table (``~/.cache/nasrl/latency/``, or under ``$NASRL_CACHE_DIR``): after
+the first few architectures most predictions need no measurement at all. Functional glue (ReLU calls, padding,
 concatenation) is not in the table, so predictions are lower than measurements; what a
 constraint needs -- the order of architectures -- is kept (see the README's numbers).
 """
@@ -175,6 +175,9 @@ def _channels_last(x: Tensor) -> bool:
 
 
 def default_cache_dir() -> Path:
+    """``$NASRL_CACHE_DIR``, else ``$XDG_CACHE_HOME/nasrl``, else ``~/.cache/nasrl``."""
+    if os.environ.get("NASRL_CACHE_DIR"):
+        return Path(os.environ["NASRL_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nasrl"
 
 
