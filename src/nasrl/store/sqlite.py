@@ -151,7 +151,9 @@ class TrialStore:
             raise StoreError(f"{self.path}: no run database here")
         try:
             if readonly:
-                uri = f"file:{self.path.resolve()}?mode=ro"
+                # a URI: '?', '#' and '%' in the path must be escaped, or sqlite reads
+                # 'runs/a?b' as the file 'runs/a' with a query (and creates it)
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
                 self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
             else:
                 self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
