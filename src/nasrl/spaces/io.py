@@ -16,10 +16,35 @@ from typing import Any
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 from nasrl.spaces.registry import get_space, space_factory
 
+# What nasrl writes beside an architecture (``best --json``, ``export --format json``): read
+# back as information, never as part of the architecture.
+METADATA_FIELDS = frozenset({"trial", "reward", "feasible", "metrics", "description"})
+
 
 def architecture_document(space: SearchSpace, arch: Architecture) -> dict[str, Any]:
     arch = space.validate(arch)
     return {"space": space.name, "params": space.params(), "choices": arch.to_dict()["choices"]}
+
+
+def trial_document(space: SearchSpace, trial: Any) -> dict[str, Any]:
+    """An architecture document with what the run learned about it (``best --json``, export)."""
+    return {**architecture_document(space, trial.arch), "trial": trial.id, "reward": trial.reward,
+            "feasible": bool(getattr(trial, "feasible", True)), "metrics": trial.metrics,
+            "description": space.describe(trial.arch)}
+
+
+def _architecture_object(doc: Any, where: str) -> dict[str, Any]:
+    """The architecture in any document nasrl writes: a list of them (``best -n 2 --json``:
+    the first, the best), a training record (``train --save``), or the document itself."""
+    if isinstance(doc, list):
+        if not doc:
+            raise SpaceError(f"{where}: an empty list holds no architecture")
+        doc = doc[0]
+    if isinstance(doc, dict) and isinstance(doc.get("architecture"), dict):
+        doc = doc["architecture"]
+    if not isinstance(doc, dict):
+        raise SpaceError(f"{where}: expected a JSON object (an architecture document)")
+    return {k: v for k, v in doc.items() if k not in METADATA_FIELDS}
 
 
 def read_architecture(source: str, space: str | None = None,
@@ -31,14 +56,14 @@ def read_architecture(source: str, space: str | None = None,
     """
     text, where = source, "--arch"
     path = Path(source).expanduser()
-    if not source.lstrip().startswith(("{", "|")):
+    if not source.lstrip().startswith(("{", "[", "|")):
         if not path.is_file():
             raise SpaceError(f"architecture file not found: {path}")
         try:
             text, where = path.read_text(encoding="utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise SpaceError(f"{path}: cannot read ({exc})") from None
-    if not text.lstrip().startswith("{"):
+    if not text.lstrip().startswith(("{", "[")):
         if space is None:
             raise SpaceError(f"{where}: not JSON; give the space so its own text form can be read")
         built = get_space(space, **dict(space_params or {}))
@@ -47,8 +72,7 @@ def read_architecture(source: str, space: str | None = None,
         doc = json.loads(text)
     except json.JSONDecodeError as err:
         raise SpaceError(f"{where}: not valid JSON ({err.msg} at char {err.pos})") from None
-    if not isinstance(doc, dict):
-        raise SpaceError(f"{where}: expected a JSON object")
+    doc = _architecture_object(doc, where)
     params = doc.pop("params", None)
     try:
         arch = Architecture.from_dict(doc)
