@@ -7,6 +7,8 @@ with exit status 2 and no traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -136,6 +138,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     for name in names:
         strategy_class(name)
     configs = _strategy_overrides(args.overrides, [*names, "objective"])
+    if args.out is not None:
+        from nasrl.checks import writable_folder
+
+        writable_folder(args.out, "--out")  # now, not after the results are computed
     objective_values = configs.pop("objective", {})
     table = find_nb201_table(args.table)
     evaluator = TabularEvaluator(table)
@@ -201,12 +207,17 @@ def _assignments(items: Sequence[str]) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from nasrl.config import build
+    from nasrl.checks import check_dataset
+    from nasrl.config import build, check_seed
     from nasrl.data import load_images
     from nasrl.spaces.io import read_architecture
     from nasrl.training import TrainConfig, TrainResult, train_architecture
+    from nasrl.training.common import check_device
 
+    check_seed(args.seed, "--seed")
+    check_device(args.device, "--device")
     space, arch = read_architecture(args.arch, args.space, _assignments(args.space_params))
+    check_dataset(space.name, args.dataset, train_on_valid=args.train_on_valid, data_dir=args.data_dir)
     from nasrl.models import builder_task
 
     if builder_task(space.name) == "language":
@@ -309,12 +320,31 @@ def _commands() -> dict[str, Any]:
     return {"benchmark": cmd_benchmark, "train": cmd_train, **cli_runs.COMMANDS}
 
 
+def _os_error(err: OSError) -> str:
+    """'PATH: reason' for what the operating system refused (a read-only file system, a file
+    where a folder is needed, a name too long, ...)."""
+    reason = err.strerror or str(err)
+    names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(_commands()[args.command](args))
     except NasrlError as err:
         print(f"nasrl: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # the reader went away (``nasrl best RUN -n 20 | head -1``): nothing more to say;
+        # point stdout at /dev/null so the interpreter's final flush does not complain
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as err:
+        print(f"nasrl: error: {_os_error(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except sqlite3.OperationalError as err:  # e.g. a run database on a read-only file system
+        print(f"nasrl: error: run database: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("nasrl: interrupted", file=sys.stderr)

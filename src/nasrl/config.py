@@ -23,6 +23,16 @@ class ConfigError(NasrlError):
     """A config key or value is invalid; the message names the key."""
 
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and most tools stop here
+
+
+def check_seed(value: int, what: str = "seed") -> int:
+    """A seed every random source accepts (torch, numpy and Python's)."""
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{what} must be between 0 and {MAX_SEED}, got {value}")
+    return value
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

@@ -35,18 +35,12 @@ from nasrl.objectives import LatencyConfig
 
 def check_device(name: str) -> torch.device:
     """The latency device, or a one-line error when this machine has no such device."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(
-            f"objective.latency.device {name!r} is not a device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(f"objective.latency.device {name!r}: this machine has no CUDA device")
-        if device.index is not None and device.index >= count:
-            raise ConfigError(f"objective.latency.device {name!r}: this machine has {count} CUDA device(s)")
-    elif device.type != "cpu":
+    from nasrl.training.common import check_device as check
+
+    if name == "auto":
+        raise ConfigError("objective.latency.device must name a device (cpu, cuda, ...), not 'auto'")
+    device = check(name, "objective.latency.device")
+    if device.type == "mps":
         raise ConfigError(f"objective.latency.device {name!r}: only cpu and cuda are supported")
     return device
 

@@ -14,6 +14,7 @@ trials.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nasrl import __version__
-from nasrl.config import ConfigError, build, to_dict
+from nasrl.config import ConfigError, build, check_seed, to_dict
 from nasrl.errors import NasrlError
 from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.execution import Executor, Task, make_executor
@@ -94,6 +95,17 @@ class SearchConfig:
             raise ConfigError(f"lookahead must be >= 0, got {self.lookahead}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        check_seed(self.seed)
+        if self.trial_timeout is not None:
+            if not math.isfinite(self.trial_timeout) or self.trial_timeout <= 0:
+                raise ConfigError(f"trial_timeout must be a positive number of seconds, "
+                                  f"got {self.trial_timeout}")
+            if self.executor == "serial":
+                # a serial child runs in the driver's own process: nothing can stop it mid-trial
+                raise ConfigError("trial_timeout needs the process or ray executor (a serial trial "
+                                  "cannot be stopped)")
+        if self.failure_reward is not None and not math.isfinite(self.failure_reward):
+            raise ConfigError(f"failure_reward must be a number, got {self.failure_reward}")
 
 
 def load_config(values: Mapping[str, Any]) -> SearchConfig:
@@ -141,6 +153,21 @@ def read_run_config(recorded: Mapping[str, Any]) -> tuple[SearchConfig, str | No
         learned += ", a defect of nasrl 0.1 (the reward cubed twice)"
     return config, (f"legacy run: trials store the reward {stored}; "
                     f"its {config.strategy} strategy learned from {learned}")
+
+
+def check_setup(config: SearchConfig) -> None:
+    """What would make every trial fail, or the run unstartable, checked before any work."""
+    from nasrl.checks import check_dataset, check_ray_address, check_tabular
+    from nasrl.training.common import check_device
+
+    if config.evaluator == "tabular":
+        check_tabular(config.space)
+    else:
+        check_dataset(config.space, config.dataset, train_on_valid=config.train_on_valid,
+                      data_dir=config.data_dir)
+        check_device(config.device, "device")
+    if config.executor == "ray":
+        check_ray_address(config.ray_address)
 
 
 def trial_seed(run_seed: int, index: int) -> int:
@@ -222,6 +249,9 @@ class Search:
         run_dir = Path(run_dir)
         if (run_dir / DB_NAME).exists():
             raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise NasrlError(f"--out {run_dir}: is a file; a run directory is a folder")
+        check_setup(config)
         space = make_space(config)
         strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
         objective = make_objective(config)
@@ -260,9 +290,18 @@ class Search:
                 )
             values[key] = value
         try:
-            config = load_config(values)
+            load_config(info["config"])
         except ConfigError as exc:
             raise StoreError(f"{run_dir}: damaged run config ({exc})") from None
+        config = load_config(values)  # an override that does not fit is the user's, not damage
+        if config.evaluator != "tabular":
+            from nasrl.training.common import check_device
+
+            check_device(config.device, "device")  # the run's device may be missing on this machine
+        if config.executor == "ray":
+            from nasrl.checks import check_ray_address
+
+            check_ray_address(config.ray_address)
         space = make_space(config)
         strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
         return cls(run_dir, config, store, space, strategy)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from nasrl.config import ConfigError
 from nasrl.errors import NasrlError
 from nasrl.spaces.base import Architecture, SearchSpace
 
@@ -70,6 +71,29 @@ def check_finite(loss_sum: Tensor, epoch: int) -> float:
     if not math.isfinite(value):
         raise Diverged(f"loss became {value} in epoch {epoch + 1}")
     return value
+
+
+def check_device(name: str, what: str = "device") -> torch.device:
+    """``name`` as a device of this machine ('auto' resolved), or a one-line error: a search
+    must not spend its whole budget on children that cannot run."""
+    if str(name) == "auto":
+        return resolve_device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{what} {name!r} is not a device (auto, cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{what} {name!r}: this machine has no CUDA device")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{what} {name!r}: this machine has {count} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{what} {name!r}: this machine has no MPS device")
+    elif device.type != "cpu":
+        raise ConfigError(f"{what} {name!r}: only cpu, cuda and mps are supported")
+    return device
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

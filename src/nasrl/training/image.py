@@ -68,8 +68,14 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_last_window", "eval_batch_size", "step_every"):
             if getattr(self, name) < 1:
                 raise NasrlError(f"training.{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise NasrlError(f"training.learning_rate must be positive, got {self.learning_rate}")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise NasrlError(f"training.learning_rate must be a positive number, got {self.learning_rate}")
+        for name in ("momentum", "weight_decay", "step_gamma", "warmup_epochs", "label_smoothing"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise NasrlError(f"training.{name} must be a number >= 0, got {value}")
+        if self.label_smoothing >= 1:
+            raise NasrlError(f"training.label_smoothing must be below 1, got {self.label_smoothing}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise NasrlError(f"training.schedule must be cosine, step or constant, got {self.schedule!r}")
 

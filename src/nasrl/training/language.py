@@ -41,7 +41,8 @@ class LMTrainConfig:
         for key in ("epochs", "batch_size", "bptt", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise NasrlError(f"lm_training.{key} must be at least 1, got {getattr(self, key)}")
-        if self.learning_rate <= 0 or self.clip <= 0:
+        positive = [math.isfinite(v) and v > 0 for v in (self.learning_rate, self.clip)]
+        if not all(positive):
             raise NasrlError("lm_training.learning_rate and lm_training.clip must be positive")
 
 
