@@ -1,27 +1,56 @@
-"""Export a run's architecture: as a JSON document, or as a TorchScript / ONNX model.
+"""Export a run's architecture: as a JSON document, or as a model (``torch.export``'s .pt2,
+TorchScript, ONNX).
 
 Model exports train the architecture first on train + validation (as a final model is
-trained; the run's training settings, ``epochs`` overridable) unless ``untrained``.
+trained; the run's training settings, ``epochs`` overridable) unless ``untrained``. The
+trained weights are kept in ``export/`` and reused, so one training serves every format.
+Exported image models take raw pixels on a 0-255 scale: the training split's mean and std
+are inside the model, and also written to a ``.model.json`` beside it with the classes,
+input shape and test accuracy.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from nasrl import __version__
 from nasrl.errors import NasrlError
 from nasrl.search import SearchConfig
 from nasrl.spaces.base import SearchSpace
-from nasrl.spaces.io import architecture_document
+from nasrl.spaces.io import trial_document
 from nasrl.store.sqlite import Trial, TrialStore
 
-FORMATS = ("json", "torchscript", "onnx")
-SUFFIX = {"json": ".json", "torchscript": ".pt", "onnx": ".onnx"}
+FORMATS = ("json", "pt2", "torchscript", "onnx")
+SUFFIX = {"json": ".json", "pt2": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
+
+
+class Normalized(nn.Module):
+    """``model((x - mean) / std)``: the exported model takes raw pixels, as a user has them."""
+
+    def __init__(self, model: nn.Module, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.detach().clone().float())
+        self.register_buffer("std", std.detach().clone().float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        return self.model((x - mean) / std)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Prepared:
+    model: nn.Module
+    example: Tensor
+    info: dict[str, Any]
+    """What a user of the exported model needs: input, normalization, classes, accuracy."""
 
 
 def export_run(
@@ -34,6 +63,7 @@ def export_run(
     out: Path | None = None,
     log: Callable[[str], None] = lambda _m: None,
 ) -> Path:
+    from nasrl.checks import writable_folder
     from nasrl.runs import open_run
 
     if fmt not in FORMATS:
@@ -42,38 +72,49 @@ def export_run(
     config, space = view.config, view.space
     trial = _pick(view.store, trial_id, run_dir)
     out = out or run_dir / "export" / f"trial-{trial.id}{SUFFIX[fmt]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(out.parent, "--out's folder")  # before any training, not after
+    if out.is_dir():
+        raise NasrlError(f"--out {out}: is a folder; give a file name")
     if fmt == "json":
-        doc = {
-            **architecture_document(space, trial.arch),
-            "trial": trial.id,
-            "reward": trial.reward,
-            "metrics": trial.metrics,
-            "description": space.describe(trial.arch),
-        }
-        out.write_text(json.dumps(doc, indent=2) + "\n")
+        out.write_text(json.dumps(trial_document(space, trial), indent=2) + "\n")
         return out
-    model, example = _model(config, space, trial, epochs, untrained, log)
-    model.eval()
-    if fmt == "torchscript":
+    prepared = _prepare(run_dir, config, space, trial, epochs, untrained, log)
+    model = prepared.model.eval()
+    if fmt == "pt2":
+        _pt2(model, prepared.example, out)
+    elif fmt == "torchscript":
         with torch.no_grad():
-            traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
+            traced = torch.jit.trace(model, prepared.example)  # type: ignore[no-untyped-call]
         traced.save(str(out))
     else:
-        try:
-            import onnx  # noqa: F401  (the exporter needs it)
-        except ImportError:
-            raise NasrlError("--format onnx needs the onnx package: pip install 'nasrl[onnx]'") from None
-        torch.onnx.export(
-            model,
-            (example,),
-            str(out),
-            dynamo=False,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        )
+        _onnx(model, prepared.example, out)
+    meta = out.with_name(out.stem + ".model.json")
+    meta.write_text(json.dumps({**prepared.info, "format": fmt, "file": out.name,
+                                "architecture": trial_document(space, trial), "version": __version__},
+                               indent=2) + "\n")
+    log(f"wrote {meta}")
     return out
+
+
+def _pt2(model: nn.Module, example: Tensor, out: Path) -> None:
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # torch.export does not take every model yet
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NasrlError(f"torch.export cannot export this model ({first}); try --format onnx") from None
+    torch.export.save(program, str(out))
+
+
+def _onnx(model: nn.Module, example: Tensor, out: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        raise NasrlError("--format onnx needs the onnx package: pip install 'nasrl[onnx]'") from None
+    torch.onnx.export(model, (example,), str(out), dynamo=False, input_names=["images"],
+                      output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
 
 
 def _pick(store: TrialStore, trial_id: int | None, run_dir: Path) -> Trial:
@@ -88,60 +129,78 @@ def _pick(store: TrialStore, trial_id: int | None, run_dir: Path) -> Trial:
         raise NasrlError(f"{run_dir}: no trial {trial_id}") from None
 
 
-def _model(
-    config: SearchConfig,
-    space: SearchSpace,
-    trial: Trial,
-    epochs: int | None,
-    untrained: bool,
-    log: Callable[[str], None],
-) -> tuple[nn.Module, torch.Tensor]:
+def _prepare(run_dir: Path, config: SearchConfig, space: SearchSpace, trial: Trial, epochs: int | None,
+             untrained: bool, log: Callable[[str], None]) -> Prepared:
     from nasrl.data import load_images
     from nasrl.models import build_model
-    from nasrl.training import seeded, train_architecture
+    from nasrl.training import seeded
 
     if config.evaluator == "tabular":
         if not untrained:
-            raise NasrlError(
-                "a tabular run has no training data: export --untrained, or export json and "
-                "train it with nasrl train"
-            )
+            raise NasrlError("a tabular run has no training data: export --untrained, or export json and "
+                             "train it with nasrl train")
         shape, classes = (3, 32, 32), 10  # NAS-Bench-201's CIFAR-10 networks
         with seeded(config.seed):
-            model = build_model(
-                space, trial.arch, input_shape=shape, num_classes=classes, **config.build_options
-            )
-        return model, torch.zeros(1, *shape)
+            model = build_model(space, trial.arch, input_shape=shape, num_classes=classes,
+                                **config.build_options)
+        untrained_info = {"input_shape": list(shape), "classes": classes, "normalization": None,
+                          "trained": False}
+        return Prepared(model, torch.zeros(2, *shape), untrained_info)
     if config.space == "rnn_cell" or (config.dataset or "digits") == "ptb":
-        raise NasrlError(
-            "model export of rnn_cell runs is not supported yet: export json and use nasrl train"
-        )
-    data = load_images(config.dataset or "digits", data_dir=config.data_dir, seed=config.seed)
-    example = data.test_x[:1].clone()
+        raise NasrlError("model export of rnn_cell runs is not supported yet: export json and use "
+                         "nasrl train")
+    dataset = config.dataset or "digits"
+    data = load_images(dataset, data_dir=config.data_dir, seed=config.seed)
+    assert data.mean is not None and data.std is not None
+    info: dict[str, Any] = {
+        "dataset": dataset, "input_shape": list(data.input_shape), "classes": data.num_classes,
+        "input": "pixels on a 0-255 scale, float32, N x C x H x W (digits: scikit-learn's 0-16 images "
+                 "times 255/16); the model normalizes them itself",
+        "normalization": {"mean": data.mean.flatten().tolist(), "std": data.std.flatten().tolist()},
+    }
+    raw_example = data.test_x[:2] * data.std + data.mean  # 2: a batch of 1 would fix the batch size
+    with seeded(config.seed):
+        model = build_model(space, trial.arch, input_shape=data.input_shape, num_classes=data.num_classes,
+                            **config.build_options)
     if untrained:
-        with seeded(config.seed):
-            model = build_model(
-                space,
-                trial.arch,
-                input_shape=data.input_shape,
-                num_classes=data.num_classes,
-                **config.build_options,
-            )
-        return model, example
+        return Prepared(Normalized(model, data.mean, data.std), raw_example, {**info, "trained": False})
     training = replace(config.training, epochs=epochs or config.training.epochs)
-    log(f"training trial {trial.id} on {config.dataset} train + validation for {training.epochs} epochs")
-    result, trained = train_architecture(
-        space,
-        trial.arch,
-        data.for_final_training(),
-        training,
-        seed=config.seed,
-        device="cpu",
-        test=True,
-        validate=False,
-        build_options=config.build_options,
-    )
+    weights = run_dir / "export" / f"trial-{trial.id}-e{training.epochs}.weights.pt"
+    record = weights.with_suffix(".json")
+    if weights.is_file() and record.is_file():
+        log(f"reusing the weights trained for trial {trial.id} ({weights})")
+        model.load_state_dict(_load_weights(weights))
+        trained_info = json.loads(record.read_text())
+    else:
+        trained_info = _train(config, space, trial, training, data, model, dataset, log)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), weights)
+        record.write_text(json.dumps(trained_info, indent=2) + "\n")
+    return Prepared(Normalized(model, data.mean, data.std), raw_example, {**info, **trained_info})
+
+
+def _load_weights(path: Path) -> dict[str, Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file: say which, keep the run
+        raise NasrlError(f"{path}: damaged weights file ({exc}); delete it to train again") from None
+    if not isinstance(state, dict):
+        raise NasrlError(f"{path}: not a state dict; delete it to train again")
+    return state
+
+
+def _train(config: SearchConfig, space: SearchSpace, trial: Trial, training: Any, data: Any,
+           model: nn.Module, dataset: str, log: Callable[[str], None]) -> dict[str, Any]:
+    from nasrl.training import train_architecture
+
+    log(f"training trial {trial.id} on {dataset} train + validation for {training.epochs} epochs")
+    result, trained = train_architecture(space, trial.arch, data.for_final_training(), training,
+                                         seed=config.seed, device="cpu", test=True, validate=False,
+                                         build_options=config.build_options)
     if not result.ok or trained is None:
         raise NasrlError(f"training trial {trial.id} for export failed: {result.error}")
     log(f"test accuracy {100 * (result.test_acc or 0):.2f}%")
-    return trained.to(memory_format=torch.contiguous_format), example  # type: ignore[call-overload]
+    state = {k: v.detach().cpu().contiguous() for k, v in trained.state_dict().items()}
+    model.load_state_dict(state)
+    return {"trained": True, "epochs": training.epochs, "seed": config.seed,
+            "test_acc": result.test_acc, "trained_on": "train + validation"}

@@ -57,6 +57,9 @@ class ImageData:
     test_y: Tensor
     num_classes: int
     augment: AugmentSpec
+    mean: Tensor | None = None
+    """Per-channel mean (1, C, 1, 1) of the training split's raw pixels, used to normalize."""
+    std: Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -106,7 +109,8 @@ def load_images(name: str, *, data_dir: str | os.PathLike[str] | None = None, se
         return torch.from_numpy(y.astype(np.int64))
 
     return ImageData(name, norm(train_x[train]), labels(train_y[train]), norm(train_x[val]),
-                     labels(train_y[val]), norm(test_x), labels(test_y), info.num_classes, info.augment)
+                     labels(train_y[val]), norm(test_x), labels(test_y), info.num_classes, info.augment,
+                     mean, std)
 
 
 def _channel_stats(x: np.ndarray) -> tuple[Tensor, Tensor]:
