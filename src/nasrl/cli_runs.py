@@ -52,7 +52,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any setting by dotted key, e.g. training.epochs=5 or strategy_config.lr=0.01",
+        help="any setting by dotted key, e.g. training.epochs=5 or strategy_config.learning_rate=0.01",
     )
     search.add_argument(
         "--train-on-valid",
@@ -93,7 +93,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
 
     export = sub.add_parser("export", help="export the best architecture (or a trial) as a model")
     export.add_argument("run_dir", type=Path)
-    export.add_argument("--format", choices=["json", "torchscript", "onnx"], default="json")
+    export.add_argument("--format", choices=["json", "pt2", "torchscript", "onnx"], default="json",
+                        help="json: the architecture; pt2: torch.export program (torch.export.load); "
+                             "torchscript: legacy torch.jit; onnx (default: json)")
     export.add_argument("--trial", type=int, default=None, help="trial id (default: the best)")
     export.add_argument(
         "--epochs",
@@ -207,7 +209,7 @@ def _run(search: Any, quiet: bool) -> int:
 
 
 def _print_best(space: Any, trials: list[Any], costs: list[str] | None = None) -> None:
-    from nasrl.objectives import format_number
+    from nasrl.objectives import format_number, format_reward
 
     for rank, t in enumerate(trials, 1):
         acc = t.metrics.get("val_acc_max_last", t.metrics.get("val_acc"))
@@ -215,7 +217,7 @@ def _print_best(space: Any, trials: list[Any], costs: list[str] | None = None) -
         if "val_ppl_best" in t.metrics:
             acc_text = f", validation perplexity {t.metrics['val_ppl_best']:.1f}"
         cost_text = "".join(f", {m} {format_number(t.metrics[m])}" for m in costs or [] if m in t.metrics)
-        print(f"#{rank} trial {t.id}: reward {t.reward:.4f}{acc_text}{cost_text}")
+        print(f"#{rank} trial {t.id}: reward {format_reward(t.reward)}{acc_text}{cost_text}")
         print(f"   {space.describe(t.arch)}")
 
 
@@ -243,13 +245,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (f", last {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(updates[-1][1]))}" if updates else "")
     )
     if best:
-        print(f"best: trial {best[0].id}, reward {best[0].reward:.4f}")
+        from nasrl.objectives import format_reward
+
+        quality = view.quality(best[0])
+        what = ("" if quality is None else f", {view.objective.metric} "
+                + (f"{100 * quality:.2f}%" if view.objective.quality == "accuracy" else f"{quality:.1f}"))
+        print(f"best: trial {best[0].id}, reward {format_reward(best[0].reward)}{what}")
     return 0
 
 
 def cmd_best(args: argparse.Namespace) -> int:
     from nasrl.runs import open_run
-    from nasrl.spaces.io import architecture_document
+    from nasrl.spaces.io import trial_document
 
     view = open_run(args.run_dir)
     space = view.space
@@ -266,10 +273,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         if not trials:
             raise NasrlError(f"{args.run_dir}: no completed feasible trial yet")
     if args.json:
-        docs = [
-            {**architecture_document(space, t.arch), "trial": t.id, "reward": t.reward, "metrics": t.metrics}
-            for t in trials
-        ]
+        docs = [trial_document(space, t) for t in trials]
         print(json.dumps(docs[0] if args.n == 1 and not args.pareto else docs, indent=2))
     else:
         if args.pareto:

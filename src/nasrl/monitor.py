@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from nasrl.objectives import format_reward
 from nasrl.search import RunListener
 from nasrl.store.sqlite import Trial
 
@@ -57,7 +58,7 @@ class ProgressDisplay(RunListener):
         return _duration(rate * max(0, self.budget - self.done))
 
     def _status(self) -> str:
-        best = "-" if self.best is None else f"{self.best:.4f}"
+        best = format_reward(self.best)
         return (
             f"{self.done}/{self.budget} done, {self.running} running, {self.failed} failed, "
             f"best {best}, ETA {self._eta()}"
@@ -71,7 +72,7 @@ class ProgressDisplay(RunListener):
         if trial.state == "failed":
             what = f"FAILED ({trial.error})"
         else:
-            what = "reward -" if trial.reward is None else f"reward {trial.reward:.4f}"
+            what = f"reward {format_reward(trial.reward)}"
             what += "" if trial.feasible else " (infeasible)"
         print(
             f"[{self.done}/{self.budget}] trial {trial.id}: {what}; {self._status()}",

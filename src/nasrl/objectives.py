@@ -142,6 +142,11 @@ def format_number(value: float) -> str:
     return f"{value:.6g}"
 
 
+def format_reward(value: float | None) -> str:
+    """Four significant digits: 80 / ppl^2 rewards are ~1e-3 and would all print as 0.0003."""
+    return "-" if value is None else f"{value:.4g}"
+
+
 def parse_number(text: str, what: str) -> float:
     match = re.fullmatch(r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)([kKMG]?)", text.strip())
     if match is None:

@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from nasrl.objectives import format_number
+from nasrl.objectives import format_number, format_reward
 from nasrl.runs import RunView
-from nasrl.spaces.base import Categorical, SearchSpace
+from nasrl.spaces.base import Categorical, SearchSpace, SkipSet
 from nasrl.store.sqlite import Trial
-
-MAX_DECISION_PLOTS = 12
 
 
 def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -31,6 +29,7 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 def plot_rewards(trials: list[Trial], path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     done = [t for t in trials if t.reused_from is None and t.state == "complete" and t.reward is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -42,7 +41,12 @@ def plot_rewards(trials: list[Trial], path: Path) -> None:
         ax1.plot(x, _moving_average(r, window), color="C1", label=f"moving average ({window})")
         ax2.plot(x, np.maximum.accumulate(r), color="C2")
     ax1.set(title="reward per trial", xlabel="completed trial", ylabel="reward")
-    ax1.legend(loc="lower right")
+    if done:  # a run where every trial failed has nothing to label
+        ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+    else:
+        ax1.text(0.5, 0.5, "no completed trial", ha="center", va="center", transform=ax1.transAxes)
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set(title="best so far", xlabel="completed trial", ylabel="best reward")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -51,6 +55,7 @@ def plot_rewards(trials: list[Trial], path: Path) -> None:
 
 def plot_entropy(updates: list[tuple[int, float, dict[str, Any]]], path: Path) -> bool:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     points = [(r, m["controller/entropy"]) for r, _, m in updates if "controller/entropy" in m]
     if not points:
@@ -58,38 +63,66 @@ def plot_entropy(updates: list[tuple[int, float, dict[str, Any]]], path: Path) -
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([p[0] for p in points], [p[1] for p in points])
     ax.set(title="controller entropy per architecture", xlabel="round", ylabel="entropy (nats)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-def plot_choices(trials: list[Trial], space: SearchSpace, path: Path) -> bool:
-    import matplotlib.pyplot as plt
+def _decision_series(d: Any, values: list[Any]) -> tuple[list[str], list[list[float]]] | None:
+    """Per option (for a skip set: per earlier layer) a 0/1 indicator per trial."""
+    if isinstance(d, Categorical):
+        if d.size < 2:
+            return None
+        return [str(o) for o in d.options], [[float(v == o) for v in values] for o in d.options]
+    if isinstance(d, SkipSet) and d.layer > 0:
+        sources = range(d.layer)
+        return [f"from {j}" for j in sources], [[float(j in v) for v in values] for j in sources]
+    return None
 
-    decisions = [d for d in space.decisions if isinstance(d, Categorical) and d.size > 1][:MAX_DECISION_PLOTS]
+
+def choice_panels(sampled: list[Trial], space: SearchSpace) -> list[tuple[Any, list[str], list[list[float]]]]:
+    """(decision, option labels, per-option indicators over trials) for each decision to plot."""
+    panels = []
+    for d in space.decisions:
+        series = _decision_series(d, [t.arch[d.name] for t in sampled])
+        if series is not None:
+            panels.append((d, *series))
+    return panels
+
+
+def plot_choices(trials: list[Trial], space: SearchSpace, path: Path) -> bool:
+    """Every decision's option frequencies over trials (skip sets: how often each earlier
+    layer feeds the anchor), a panel per decision, legends beside the panels."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     sampled = [t for t in trials if t.reused_from is None]
-    if not decisions or len(sampled) < 2:
+    panels = choice_panels(sampled, space)
+    if not panels or len(sampled) < 2:
         return False
     window = max(2, min(25, len(sampled) // 4))
-    cols = min(4, len(decisions))
-    rows = math.ceil(len(decisions) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-    for ax, d in zip(axes.flat, decisions, strict=False):
-        values = [t.arch[d.name] for t in sampled]
-        freqs = np.array(
-            [
-                [np.mean([v == o for v in values[max(0, i - window + 1) : i + 1]]) for o in d.options]
-                for i in range(len(values))
-            ]
-        )
-        ax.stackplot(np.arange(1, len(values) + 1), freqs.T, labels=[str(o) for o in d.options])
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.3 * rows), squeeze=False)
+    x = np.arange(1, len(sampled) + 1)
+    for ax, (d, labels, indicators) in zip(axes.flat, panels, strict=False):
+        freqs = np.array([_moving_average(np.array(ind), window) for ind in indicators])
+        if isinstance(d, SkipSet):
+            for label, f in zip(labels, freqs, strict=True):
+                ax.plot(x, f, label=label, linewidth=1.2)
+        else:
+            ax.stackplot(x, freqs, labels=labels)
         ax.set_title(d.name, fontsize=9)
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=6, loc="upper left")
-    for ax in list(axes.flat)[len(decisions) :]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # beside the panel, never over the curves
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(f"choice frequencies over trials (window {window})")
+    fig.suptitle(f"choice frequencies over trials (moving window {window}; skip sets: share of "
+                 "trials with each input)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -128,7 +161,7 @@ def plot_front(view: RunView, axes: list[str], front: list[Trial], path: Path) -
             ax.set_xscale("log")
         ax.set(xlabel=metric, ylabel=label, title=f"{label} vs {metric}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best", framealpha=0.8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -158,17 +191,26 @@ def write_report(view: RunView) -> Path:
     return page
 
 
+def _quality_label(view: RunView) -> str:
+    return "val acc" if view.objective.quality == "accuracy" else "val perplexity"
+
+
+def _quality_text(view: RunView, t: Trial) -> str:
+    q = view.quality(t)
+    if q is None:
+        return ""
+    return f"{100 * q:.2f}%" if view.objective.quality == "accuracy" else f"{q:.1f}"
+
+
 def _front_table(view: RunView, axes: list[str], front: list[Trial]) -> str:
     if not front:
         return ""
     head = "".join(f"<th>{html.escape(m)}</th>" for m in axes)
     rows = []
     for t in front:
-        q = view.quality(t)
-        accuracy = view.objective.quality == "accuracy"
-        quality = "" if q is None else (f"{100 * q:.2f}%" if accuracy else f"{q:.1f}")
         costs = "".join(f"<td>{format_number(t.metrics[m])}</td>" for m in axes)
-        rows.append(f"<tr><td>{t.id}</td><td>{quality}</td>{costs}<td>{t.reward:.4f}</td>"
+        rows.append(f"<tr><td>{t.id}</td><td>{_quality_text(view, t)}</td>{costs}"
+                    f"<td>{format_reward(t.reward)}</td>"
                     f"<td><code>{html.escape(view.space.describe(t.arch))}</code></td></tr>")
     return (f"<h2>Pareto front ({len(front)} trials)</h2><table><tr><th>trial</th>"
             f"<th>{html.escape(view.objective.metric)}</th>{head}<th>reward</th><th>architecture</th></tr>"
@@ -180,11 +222,10 @@ def _html(view: RunView, info: dict[str, Any], plots: list[str], axes: list[str]
     counts = store.counts()
     rows = []
     for rank, t in enumerate(store.best(20), 1):
-        acc = t.metrics.get("val_acc_max_last", t.metrics.get("val_acc"))
         params = t.metrics.get("params")
         rows.append(
-            f"<tr><td>{rank}</td><td>{t.id}</td><td>{t.reward:.4f}</td>"
-            f"<td>{'' if acc is None else f'{100 * acc:.2f}%'}</td>"
+            f"<tr><td>{rank}</td><td>{t.id}</td><td>{format_reward(t.reward)}</td>"
+            f"<td>{_quality_text(view, t)}</td>"
             f"<td>{'' if params is None else f'{int(params):,}'}</td>"
             f"<td><code>{html.escape(space.describe(t.arch))}</code></td></tr>"
         )
@@ -207,7 +248,8 @@ tr:nth-child(even){{background:#f3f3f3}}code{{font-size:85%}}</style></head><bod
 nasrl {html.escape(info["version"])}</p>
 <p>{html.escape(view.reward_note)}</p>
 <h2>Leaderboard</h2>
-<table><tr><th>#</th><th>trial</th><th>reward</th><th>val acc</th><th>params</th><th>architecture</th></tr>
+<table><tr><th>#</th><th>trial</th><th>reward</th><th>{html.escape(_quality_label(view))}</th><th>params</th>
+<th>architecture</th></tr>
 {"".join(rows)}</table>
 {_front_table(view, axes, front)}
 <h2>Plots</h2>{images}
