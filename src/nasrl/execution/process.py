@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,7 +26,13 @@ from nasrl.execution.base import Executor, Task, safe_evaluate, timed_out
 from nasrl.spaces.base import Architecture
 
 
-def _worker_main(conn: Connection, evaluator_blob: bytes, threads: int) -> None:
+def _worker_main(conn: Connection, evaluator_blob: bytes, threads: int, parent_pid: int) -> None:
+    from nasrl.signals import die_with_parent
+
+    die_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group; the driver stops its workers itself, so a
+    # worker must not die mid-send with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(threads)
@@ -89,7 +96,8 @@ class ProcessExecutor(Executor):
 
     def _spawn(self) -> _Worker:
         parent, child = self.ctx.Pipe()
-        process = self.ctx.Process(target=_worker_main, args=(child, self.blob, self.threads), daemon=True)
+        process = self.ctx.Process(target=_worker_main, args=(child, self.blob, self.threads, os.getpid()),
+                                   daemon=True)
         process.start()
         child.close()
         return _Worker(process, parent)
@@ -178,6 +186,11 @@ class ProcessExecutor(Executor):
 
     def close(self) -> None:
         for worker in self.workers:
+            if worker.task is not None and worker.process.is_alive():
+                # its result would be dropped anyway (a resumed run re-runs the trial):
+                # stop it now rather than wait for its training to end
+                worker.process.kill()
+                continue
             with contextlib.suppress(OSError):  # already dead: nothing to tell
                 worker.conn.send(None)
         for worker in self.workers:

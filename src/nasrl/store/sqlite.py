@@ -252,6 +252,11 @@ class TrialStore:
     def set_status(self, status: str) -> None:
         self.db.execute("UPDATE runs SET status = ? WHERE id = 1", (status,))
 
+    def set_config(self, config: Mapping[str, Any]) -> None:
+        """Record a changed setting (a resume's new budget) as part of the run's config."""
+        text = json.dumps(dict(config), sort_keys=True)
+        self.db.execute("UPDATE runs SET config = ? WHERE id = 1", (text,))
+
     # -- strategy state --------------------------------------------------------------------
     def strategy_state(self) -> tuple[int, int, dict[str, Any]]:
         """(rounds told so far, rounds asked so far, the strategy state after both)."""
@@ -379,6 +384,10 @@ class TrialStore:
                 "SELECT COUNT(*) FROM trials WHERE round < ? AND reused_from IS NULL", (round_,)
             ).fetchone()[0]
         )
+
+    def planned_total(self) -> int:
+        """Budget taken by every round asked so far, finished or not."""
+        return int(self.db.execute("SELECT COUNT(*) FROM trials WHERE reused_from IS NULL").fetchone()[0])
 
     def total_trials_before(self, round_: int) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM trials WHERE round < ?", (round_,)).fetchone()[0])
