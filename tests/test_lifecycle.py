@@ -1,5 +1,6 @@
 """A run's lifecycle: one writer at a time, clean stops, workers that die with their driver,
-status that tells a live run from an interrupted one, and budgets changed on resume."""
+status that tells a live run from an interrupted one, budgets changed on resume, and
+progress reported from inside running trials."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nasrl.errors import NasrlError
-from nasrl.evaluators.base import EvalResult, Evaluator
-from nasrl.execution import SerialExecutor
+from nasrl.evaluators.base import EvalResult, Evaluator, report_epoch
+from nasrl.execution import ProcessExecutor, SerialExecutor, Task
 from nasrl.lock import RunLock, writer
 from nasrl.search import Search, SearchConfig
-from nasrl.spaces import Architecture
+from nasrl.spaces import Architecture, get_space
 from nasrl.store import TrialStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -270,3 +272,60 @@ def test_raising_the_budget_replays_a_round_cut_short_by_the_old_one(tmp_path: P
     finally:
         resumed.close()
     assert result.counts["evaluated"] == 17
+
+
+# -- progress inside long trials ----------------------------------------------------------------------
+class Epochs(Evaluator):
+    """Reports three epochs, then a result."""
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        for epoch in range(1, 4):
+            report_epoch(epoch, 3, 0.5 * epoch)
+        return EvalResult("complete", {"val_acc": 0.5})
+
+
+def test_the_process_pool_passes_epoch_reports_to_the_driver_before_the_result() -> None:
+    executor = ProcessExecutor(1)
+    events: list[tuple[object, ...]] = []
+    executor.on_progress = lambda *report: events.append(report)
+    executor.start(Epochs())
+    try:
+        executor.submit(Task(4, get_space("nb201").sample(np.random.default_rng(0)), 0))
+        results = []
+        while executor.pending():
+            results += executor.wait()
+            events.append(("result",))
+    finally:
+        executor.close()
+    assert [r[0] for r in results] == [4] and results[0][1].ok
+    assert events == [(4, 1, 3, 0.5), (4, 2, 3, 1.0), (4, 3, 3, 1.5), ("result",)]
+
+
+def test_a_training_search_shows_epochs_inside_running_trials(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = cli("search", "--budget", "1", "--executor", "serial", "--out", str(run),
+               "--set", "training.epochs=3", "--set", "space_params.num_layers=2")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if ": epoch " in line]
+    assert [line.split(": epoch ")[1].split()[0] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert "left" in lines[0] and "ETA ~" in lines[0]  # an ETA before any trial has finished
+
+
+def test_status_lists_the_epochs_of_running_trials_while_the_run_is_live(
+        tmp_path: Path, nb201_table_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli(*tabular_args(nb201_table_path, run, 5)).returncode == 0
+    assert TrialStore(run / "runs.db", readonly=True).progress() == []  # the table is not even there
+    with RunLock(run):  # stands in for a live writer
+        store = TrialStore(run / "runs.db")
+        store.mark_running(2)
+        store.set_progress(2, 2, 8, 30.0)
+        store.close()
+        status = cli("status", str(run))
+    assert status.returncode == 0, status.stderr
+    assert "  trial 2: epoch 2/8 in 0m30s, about 1m30s left" in status.stdout
+    store = TrialStore(run / "runs.db")
+    store.requeue_unfinished()
+    store.mark_running(2)  # a new attempt: the old attempt's report is not its progress
+    assert store.progress() == []
+    store.close()

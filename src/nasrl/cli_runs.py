@@ -249,6 +249,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{counts['failed']} failed, {counts['running']} running, {counts['queued']} queued, "
         f"{counts['reused']} reused"
     )
+    if state.startswith("running"):
+        from nasrl.monitor import epoch_line
+
+        for progress in store.progress():
+            print(f"  {epoch_line(progress)}")
     print(
         f"controller updates: {len(updates)}"
         + (f", last {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(updates[-1][1]))}" if updates else "")

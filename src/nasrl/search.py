@@ -34,7 +34,7 @@ from nasrl.lock import RunLock
 from nasrl.objectives import Objective, ObjectiveConfig
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.registry import get_space
-from nasrl.store.sqlite import SCHEMA_VERSION, StoreError, Trial, TrialState, TrialStore
+from nasrl.store.sqlite import SCHEMA_VERSION, Progress, StoreError, Trial, TrialState, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 from nasrl.training.image import TrainConfig
 from nasrl.training.language import LMTrainConfig
@@ -194,6 +194,8 @@ class RunListener:
     def on_round(self, round_: int, metrics: Mapping[str, float]) -> None: ...
 
     def on_running(self, running: int) -> None: ...
+
+    def on_epoch(self, progress: Progress) -> None: ...
 
     def close(self) -> None: ...
 
@@ -358,6 +360,7 @@ class Search:
                             trial_timeout=cfg.trial_timeout,
                         )
                     if not started:
+                        executor.on_progress = self._on_progress
                         executor.start(evaluator or make_evaluator(cfg, self.space), store.mark_running)
                         started = True
                     overhead += self._evaluate(executor, round_, todo, submitted)
@@ -458,6 +461,12 @@ class Search:
         if waiting:
             raise NasrlError(f"round {round_}: trials {sorted(waiting)} were never run (executor lost them)")
         return overhead
+
+    def _on_progress(self, trial_id: int, epoch: int, epochs: int, seconds: float) -> None:
+        """An epoch finished inside a running trial: stored for ``nasrl status``, shown live."""
+        self.store.set_progress(trial_id, epoch, epochs, seconds)
+        for listener in self.listeners:
+            listener.on_epoch(Progress(trial_id, epoch, epochs, seconds))
 
     def _record(self, trial_id: int, result: EvalResult) -> None:
         """Store a result with the reward the objective gives it (the only reward computed)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from nasrl.evaluators.base import EvalResult, Evaluator
+from nasrl.evaluators.base import EvalResult, Evaluator, epoch_reports
 from nasrl.execution.base import Executor, Task, safe_evaluate, timed_out
 from nasrl.spaces.base import Architecture
 
@@ -46,8 +46,19 @@ def _worker_main(conn: Connection, evaluator_blob: bytes, threads: int, parent_p
         if message is None:
             return
         trial_id, arch_json, seed = message
-        result = safe_evaluate(evaluator, Architecture.from_json(arch_json), seed)
+        with epoch_reports(_epoch_sender(conn, trial_id)):
+            result = safe_evaluate(evaluator, Architecture.from_json(arch_json), seed)
         conn.send((trial_id, result))
+
+
+EPOCH = "epoch"  # tags a progress message; a result is a (trial id, EvalResult) pair
+
+
+def _epoch_sender(conn: Connection, trial_id: int) -> Callable[[int, int, float], None]:
+    def send(done: int, total: int, seconds: float) -> None:
+        conn.send((EPOCH, trial_id, done, total, seconds))
+
+    return send
 
 
 @dataclass
@@ -142,12 +153,15 @@ class ProcessExecutor(Executor):
             task = worker.task
             if worker.conn in ready:
                 try:
-                    trial_id, result = worker.conn.recv()
+                    message = worker.conn.recv()
                 except (EOFError, OSError):
                     pass  # died while sending: handled as a death below
                 else:
+                    if message[0] == EPOCH:
+                        self.progress(*message[1:])
+                        continue  # still running; its result comes later
                     worker.task = None
-                    done.append((trial_id, result))
+                    done.append(message)
                     continue
             if not worker.process.is_alive() or worker.process.sentinel in ready:
                 code = worker.process.exitcode
