@@ -329,6 +329,9 @@ def _os_error(err: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from nasrl.signals import Terminated, exit_code, handle_sigterm
+
+    handle_sigterm()  # SIGTERM stops as cleanly as Ctrl-C (exit 143 rather than 130)
     try:
         args = build_parser().parse_args(argv)
         return int(_commands()[args.command](args))
@@ -346,9 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.OperationalError as err:  # e.g. a run database on a read-only file system
         print(f"nasrl: error: run database: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("nasrl: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"nasrl: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}", file=sys.stderr)
+        return exit_code(stop)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -194,7 +195,14 @@ def _run(search: Any, quiet: bool) -> int:
     if not quiet:
         search.listeners.append(ProgressDisplay(search.config.budget, search.store.counts()["evaluated"]))
     search.listeners.append(TensorBoardLogger(search.run_dir))
-    result = search.run()
+    try:
+        result = search.run()
+    except KeyboardInterrupt as stop:
+        from nasrl.lock import stopped_message
+        from nasrl.signals import exit_code
+
+        print(stopped_message(search.run_dir, stop, search.store.counts()), file=sys.stderr)
+        return exit_code(stop)
     counts = result.counts
     print(
         f"done: {counts['evaluated']} evaluated ({counts['failed']} failed, {counts['reused']} reused) "
@@ -230,8 +238,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = store.counts()
     best = store.best(1)
     updates = store.updates()
+    from nasrl.lock import live_status
+
+    state, counts = live_status(args.run_dir, info["status"], counts)
     print(
-        f"run {args.run_dir}: {info['status']}; {cfg['space']} space, {cfg['strategy']}, "
+        f"run {args.run_dir}: {state}; {cfg['space']} space, {cfg['strategy']}, "
         f"seed {info['seed']}, nasrl {info['version']}"
     )
     print(view.reward_note)
@@ -240,6 +251,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{counts['failed']} failed, {counts['running']} running, {counts['queued']} queued, "
         f"{counts['reused']} reused"
     )
+    if state.startswith("running"):
+        from nasrl.monitor import epoch_line
+
+        for progress in store.progress():
+            print(f"  {epoch_line(progress)}")
     print(
         f"controller updates: {len(updates)}"
         + (f", last {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(updates[-1][1]))}" if updates else "")

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from nasrl.objectives import format_reward
 from nasrl.search import RunListener
-from nasrl.store.sqlite import Trial
+from nasrl.store.sqlite import Progress, Trial
 
 
 def _duration(seconds: float) -> str:
@@ -35,6 +35,8 @@ class ProgressDisplay(RunListener):
         self.failed = 0
         self.best: float | None = None
         self.done = done
+        self.trial_seconds: float | None = None
+        """A trial's length as the latest epoch report predicts it, until trials finish."""
         self.live: Any = None
         if self.stream.isatty():
             from rich.console import Console
@@ -52,10 +54,15 @@ class ProgressDisplay(RunListener):
 
     def _eta(self) -> str:
         new = self.done - self.start_done
+        left = max(0, self.budget - self.done)
         if new <= 0:
-            return "?"
+            if self.trial_seconds is None:
+                return "?"
+            # no trial finished yet: estimate from the first epochs, trials running side by side
+            waves = -(-left // max(1, self.running))
+            return "~" + _duration(self.trial_seconds * waves)
         rate = (time.monotonic() - self.start) / new
-        return _duration(rate * max(0, self.budget - self.done))
+        return _duration(rate * left)
 
     def _status(self) -> str:
         best = format_reward(self.best)
@@ -80,6 +87,13 @@ class ProgressDisplay(RunListener):
             flush=True,
         )
 
+    def on_epoch(self, progress: Progress) -> None:
+        self.trial_seconds = progress.seconds + progress.seconds_left
+        if self.live is not None:
+            self.live.update(self.task, status=self._status())
+            return
+        print(f"  {epoch_line(progress)}; {self._status()}", file=self.stream, flush=True)
+
     def on_running(self, running: int) -> None:
         self.running = running
         if self.live is not None:
@@ -88,6 +102,12 @@ class ProgressDisplay(RunListener):
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
+
+
+def epoch_line(progress: Progress) -> str:
+    """'trial 7: epoch 2/8 in 31s, about 1m33s left'."""
+    return (f"trial {progress.trial_id}: epoch {progress.epoch}/{progress.epochs} in "
+            f"{_duration(progress.seconds)}, about {_duration(progress.seconds_left)} left")
 
 
 class TensorBoardLogger(RunListener):

@@ -13,25 +13,29 @@ trials.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from nasrl import __version__
 from nasrl.config import ConfigError, build, check_seed, to_dict
 from nasrl.errors import NasrlError
 from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.execution import Executor, Task, make_executor
+from nasrl.lock import RunLock
 from nasrl.objectives import Objective, ObjectiveConfig
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.registry import get_space
-from nasrl.store.sqlite import SCHEMA_VERSION, StoreError, Trial, TrialState, TrialStore
+from nasrl.store.sqlite import SCHEMA_VERSION, Progress, StoreError, Trial, TrialState, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 from nasrl.training.image import TrainConfig
 from nasrl.training.language import LMTrainConfig
@@ -218,6 +222,8 @@ class RunListener:
 
     def on_running(self, running: int) -> None: ...
 
+    def on_epoch(self, progress: Progress) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -233,9 +239,17 @@ class SearchResult:
 
 class Search:
     def __init__(
-        self, run_dir: Path, config: SearchConfig, store: TrialStore, space: SearchSpace, strategy: Strategy
+        self,
+        run_dir: Path,
+        config: SearchConfig,
+        store: TrialStore,
+        space: SearchSpace,
+        strategy: Strategy,
+        lock: RunLock | None = None,
     ) -> None:
         self.run_dir = run_dir
+        self.lock = lock
+        """The run's writer lock, held from create/open until :meth:`close` (or exit)."""
         self.config = config
         self.store = store
         self.space = space
@@ -263,12 +277,16 @@ class Search:
         if check_data is not None:
             check_data()  # fail now on missing or damaged data, not in every worker later
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir).acquire()
+        if (run_dir / DB_NAME).exists():  # created by another process since the check above
+            lock.release()
+            raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
         resolved = resolved_config(config, strategy)
         (run_dir / CONFIG_NAME).write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
         store = TrialStore.create_run(
             run_dir / DB_NAME, to_dict(config), config.seed, __version__, strategy.state_dict()
         )
-        return cls(run_dir, config, store, space, strategy)
+        return cls(run_dir, config, store, space, strategy, lock)
 
     @classmethod
     def open(cls, run_dir: str | Path, overrides: Mapping[str, Any] | None = None) -> Search:
@@ -278,12 +296,26 @@ class Search:
         if not run_dir.is_dir():
             raise NasrlError(f"{run_dir}: no such run directory")
         store = TrialStore(run_dir / DB_NAME)
+        lock = RunLock(run_dir)
+        try:
+            # before anything is written: a second writer would re-run every trial
+            lock.acquire()
+            config = cls._open_config(run_dir, store, overrides or {})
+        except BaseException:
+            lock.release()
+            store.close()
+            raise
+        space = make_space(config)
+        strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
+        return cls(run_dir, config, store, space, strategy, lock)
+
+    @staticmethod
+    def _open_config(run_dir: Path, store: TrialStore, overrides: Mapping[str, Any]) -> SearchConfig:
         info = store.run_info()
         if info["schema"] < SCHEMA_VERSION or "objective" not in info["config"]:
-            store.close()
             raise StoreError(f"{run_dir}: cannot resume: " + LEGACY_RESUME.format(version=info["version"]))
         values = dict(info["config"])
-        for key, value in (overrides or {}).items():
+        for key, value in overrides.items():
             if key not in RESUME_OVERRIDABLE:
                 raise ConfigError(
                     f"cannot change {key!r} when resuming (allowed: {', '.join(RESUME_OVERRIDABLE)})"
@@ -302,9 +334,15 @@ class Search:
             from nasrl.checks import check_ray_address
 
             check_ray_address(config.ray_address)
-        space = make_space(config)
-        strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
-        return cls(run_dir, config, store, space, strategy)
+        if "budget" in overrides and overrides["budget"] != info["config"].get("budget"):
+            _record_budget(run_dir, store, {**info["config"], "budget": config.budget})
+        return config
+
+    def close(self) -> None:
+        """Close the store and release the writer lock (process exit does both too)."""
+        self.store.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # -- running -------------------------------------------------------------------------------
     def run(
@@ -315,7 +353,20 @@ class Search:
         max_rounds: int | None = None,
     ) -> SearchResult:
         """Run rounds until the budget is spent (or ``max_rounds``). ``executor`` and ``evaluator``
-        default to the ones the config names."""
+        default to the ones the config names. Ctrl-C or SIGTERM stops it cleanly: workers
+        stopped, the run marked interrupted, every result already in the store."""
+        elsewhere = (executor.name if executor is not None else self.config.executor) != "serial"
+        try:
+            with _driver_threads(elsewhere):
+                return self._run(executor, evaluator, max_rounds)
+        except KeyboardInterrupt:
+            with contextlib.suppress(sqlite3.Error):
+                self.store.set_status("interrupted")
+            raise
+
+    def _run(
+        self, executor: Executor | None, evaluator: Evaluator | None, max_rounds: int | None
+    ) -> SearchResult:
         start = time.perf_counter()
         overhead = 0.0
         store, cfg = self.store, self.config
@@ -348,6 +399,7 @@ class Search:
                             trial_timeout=cfg.trial_timeout,
                         )
                     if not started:
+                        executor.on_progress = self._on_progress
                         executor.start(evaluator or make_evaluator(cfg, self.space), store.mark_running)
                         started = True
                     overhead += self._evaluate(executor, round_, todo, submitted)
@@ -382,10 +434,14 @@ class Search:
         round_size = cfg.round_size or self.strategy.batch_size
         while asked <= round_ + cfg.lookahead:
             planned = self.store.planned_before(asked)
+            # a round already in the store (asked before a crash) is asked again exactly as
+            # it was, even if the budget changed since: the strategy's RNG must replay it
+            replay = len(self.store.trials(round_=asked))
             # a strategy that only proposes repeats (a tiny space) must not loop forever
-            if planned >= cfg.budget or self.store.total_trials_before(asked) >= 50 * cfg.budget:
+            spent = planned >= cfg.budget or self.store.total_trials_before(asked) >= 50 * cfg.budget
+            if spent and not replay:
                 break
-            self._queue_round(asked, self.strategy.ask(min(round_size, cfg.budget - planned)))
+            self._queue_round(asked, self.strategy.ask(replay or min(round_size, cfg.budget - planned)))
             asked += 1
         return asked
 
@@ -445,6 +501,12 @@ class Search:
             raise NasrlError(f"round {round_}: trials {sorted(waiting)} were never run (executor lost them)")
         return overhead
 
+    def _on_progress(self, trial_id: int, epoch: int, epochs: int, seconds: float) -> None:
+        """An epoch finished inside a running trial: stored for ``nasrl status``, shown live."""
+        self.store.set_progress(trial_id, epoch, epochs, seconds)
+        for listener in self.listeners:
+            listener.on_epoch(Progress(trial_id, epoch, epochs, seconds))
+
     def _record(self, trial_id: int, result: EvalResult) -> None:
         """Store a result with the reward the objective gives it (the only reward computed)."""
         state: TrialState = "failed"
@@ -489,6 +551,46 @@ RESUME_OVERRIDABLE = (
     "max_retries",
     "device",
 )
+
+
+def _record_budget(run_dir: Path, store: TrialStore, values: dict[str, Any]) -> None:
+    """A resume's new budget becomes the run's own: status and report show it, and a later
+    resume without --budget keeps it. It may not fall below what is already asked: rounds
+    in the store are replayed as they were asked."""
+    budget = int(values["budget"])
+    planned = store.planned_total()
+    if budget < planned:
+        raise ConfigError(
+            f"{run_dir}: cannot lower the budget to {budget}: {planned} architectures are already "
+            f"evaluated or queued (give --budget {planned} or more)"
+        )
+    store.set_config(values)
+    path = run_dir / CONFIG_NAME
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # config.json is a copy for people to read; runs.db is the record
+    if isinstance(recorded, dict):
+        recorded["budget"] = budget
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)  # atomic: a reader sees the old file or the new one
+
+
+@contextlib.contextmanager
+def _driver_threads(children_elsewhere: bool) -> Iterator[None]:
+    """One torch thread in the driver while children train in other processes: the
+    controller is tiny, and idle OpenMP threads spinning beside busy workers cost more
+    than they give (most of the driver's time on a loaded machine)."""
+    if not children_elsewhere:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _round_stats(trials: list[Trial]) -> dict[str, float]:

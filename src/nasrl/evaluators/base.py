@@ -8,6 +8,8 @@ seconds). It never computes a reward: :mod:`nasrl.objectives` does, in one place
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,3 +32,26 @@ class EvalResult:
 class Evaluator(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult: ...
+
+
+EpochReport = Callable[[int, int, float], None]
+"""(epochs done, epochs in all, seconds since the trial started)."""
+_epoch_report: EpochReport | None = None
+
+
+@contextmanager
+def epoch_reports(report: EpochReport | None) -> Iterator[None]:
+    """Route :func:`report_epoch` calls made during one evaluation to ``report``. Set by the
+    executor around each task, so evaluators need no knowledge of where they run."""
+    global _epoch_report
+    before, _epoch_report = _epoch_report, report
+    try:
+        yield
+    finally:
+        _epoch_report = before
+
+
+def report_epoch(done: int, total: int, seconds: float) -> None:
+    """An evaluator's progress inside a trial (a long trial must not look hung)."""
+    if _epoch_report is not None:
+        _epoch_report(done, total, seconds)

@@ -16,7 +16,7 @@ from torch import nn
 from nasrl.data.images import ImageData, load_images
 from nasrl.data.text import TextData, load_text
 from nasrl.errors import NasrlError
-from nasrl.evaluators.base import EvalResult, Evaluator
+from nasrl.evaluators.base import EvalResult, Evaluator, report_epoch
 from nasrl.models import build_model, builder_task
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.training import TrainConfig, TrainResult, count_macs, count_params, train_architecture
@@ -85,14 +85,16 @@ class TrainingEvaluator(Evaluator):
         model: nn.Module | None
         if isinstance(data, TextData):
             result, model = train_cell(self.space, arch, data, self.lm_config, seed=seed, device=self.device,
-                                       build_options=self.build_options)
+                                       build_options=self.build_options,
+                                       on_epoch=_reporter(self.lm_config.epochs))
             shape: tuple[int, ...] = (self.lm_config.bptt,)
         else:
             screened = self._screen(arch, data)
             if screened is not None:
                 return screened
             result, model = train_architecture(self.space, arch, data, self.config, seed=seed,
-                                               device=self.device, build_options=self.build_options)
+                                               device=self.device, build_options=self.build_options,
+                                               on_epoch=_reporter(self.config.epochs))
             shape = data.input_shape
         metrics = result.metrics()
         if result.ok and model is not None and self.latency is not None:
@@ -130,3 +132,10 @@ class TrainingEvaluator(Evaluator):
         if self.latency.mode == "table" and self._table is None:
             self._table = LatencyTable(self.latency)
         return architecture_latency(model, example, self.latency, self._table)
+
+
+def _reporter(epochs: int) -> Any:
+    def on_epoch(epoch: int, result: TrainResult) -> None:
+        report_epoch(epoch + 1, epochs, result.wall_time)
+
+    return on_epoch

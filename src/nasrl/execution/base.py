@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.spaces.base import Architecture
 
+Progress = Callable[[int, int, int, float], None]
+"""(trial id, epochs done, epochs in all, seconds since the trial started)."""
+
 
 @dataclass(frozen=True)
 class Task:
@@ -31,6 +34,8 @@ class Executor(abc.ABC):
         self.trial_timeout = trial_timeout
         self.evaluator: Evaluator | None = None
         self._on_start: Callable[[int], None] | None = None
+        self.on_progress: Progress | None = None
+        """Told of each epoch a running trial finishes, where the executor can tell (not Ray)."""
 
     @property
     @abc.abstractmethod
@@ -56,6 +61,10 @@ class Executor(abc.ABC):
     def on_start(self, trial_id: int) -> None:
         if self._on_start is not None:
             self._on_start(trial_id)
+
+    def progress(self, trial_id: int, done: int, total: int, seconds: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress(trial_id, done, total, seconds)
 
     def close(self) -> None:  # noqa: B027  (optional hook: the serial executor has nothing to stop)
         """Stop workers; unfinished tasks are dropped (a resumed run re-queues them)."""

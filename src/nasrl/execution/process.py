@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,12 +21,18 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from nasrl.evaluators.base import EvalResult, Evaluator
+from nasrl.evaluators.base import EvalResult, Evaluator, epoch_reports
 from nasrl.execution.base import Executor, Task, safe_evaluate, timed_out
 from nasrl.spaces.base import Architecture
 
 
-def _worker_main(conn: Connection, evaluator_blob: bytes, threads: int) -> None:
+def _worker_main(conn: Connection, evaluator_blob: bytes, threads: int, parent_pid: int) -> None:
+    from nasrl.signals import die_with_parent
+
+    die_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group; the driver stops its workers itself, so a
+    # worker must not die mid-send with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(threads)
@@ -39,8 +46,19 @@ def _worker_main(conn: Connection, evaluator_blob: bytes, threads: int) -> None:
         if message is None:
             return
         trial_id, arch_json, seed = message
-        result = safe_evaluate(evaluator, Architecture.from_json(arch_json), seed)
+        with epoch_reports(_epoch_sender(conn, trial_id)):
+            result = safe_evaluate(evaluator, Architecture.from_json(arch_json), seed)
         conn.send((trial_id, result))
+
+
+EPOCH = "epoch"  # tags a progress message; a result is a (trial id, EvalResult) pair
+
+
+def _epoch_sender(conn: Connection, trial_id: int) -> Callable[[int, int, float], None]:
+    def send(done: int, total: int, seconds: float) -> None:
+        conn.send((EPOCH, trial_id, done, total, seconds))
+
+    return send
 
 
 @dataclass
@@ -89,7 +107,8 @@ class ProcessExecutor(Executor):
 
     def _spawn(self) -> _Worker:
         parent, child = self.ctx.Pipe()
-        process = self.ctx.Process(target=_worker_main, args=(child, self.blob, self.threads), daemon=True)
+        process = self.ctx.Process(target=_worker_main, args=(child, self.blob, self.threads, os.getpid()),
+                                   daemon=True)
         process.start()
         child.close()
         return _Worker(process, parent)
@@ -134,12 +153,15 @@ class ProcessExecutor(Executor):
             task = worker.task
             if worker.conn in ready:
                 try:
-                    trial_id, result = worker.conn.recv()
+                    message = worker.conn.recv()
                 except (EOFError, OSError):
                     pass  # died while sending: handled as a death below
                 else:
+                    if message[0] == EPOCH:
+                        self.progress(*message[1:])
+                        continue  # still running; its result comes later
                     worker.task = None
-                    done.append((trial_id, result))
+                    done.append(message)
                     continue
             if not worker.process.is_alive() or worker.process.sentinel in ready:
                 code = worker.process.exitcode
@@ -178,6 +200,11 @@ class ProcessExecutor(Executor):
 
     def close(self) -> None:
         for worker in self.workers:
+            if worker.task is not None and worker.process.is_alive():
+                # its result would be dropped anyway (a resumed run re-runs the trial):
+                # stop it now rather than wait for its training to end
+                worker.process.kill()
+                continue
             with contextlib.suppress(OSError):  # already dead: nothing to tell
                 worker.conn.send(None)
         for worker in self.workers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from nasrl.evaluators.base import EvalResult
+from nasrl.evaluators.base import EvalResult, epoch_reports
 from nasrl.execution.base import Executor, Task, safe_evaluate
 
 
@@ -31,4 +31,5 @@ class SerialExecutor(Executor):
         assert self.evaluator is not None, "start() the executor first"
         task = self.queue.popleft()
         self.on_start(task.trial_id)
-        return [(task.trial_id, safe_evaluate(self.evaluator, task.arch, task.seed))]
+        with epoch_reports(lambda done, total, s: self.progress(task.trial_id, done, total, s)):
+            return [(task.trial_id, safe_evaluate(self.evaluator, task.arch, task.seed))]

@@ -77,6 +77,33 @@ CREATE TABLE IF NOT EXISTS updates (
 """
 
 
+PROGRESS_TABLE = """
+CREATE TABLE IF NOT EXISTS progress (
+    trial_id INTEGER PRIMARY KEY REFERENCES trials(id),
+    epoch INTEGER NOT NULL,
+    epochs INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    updated REAL NOT NULL
+)
+"""
+"""Epochs done by running trials. Added by the first report rather than in SCHEMA, so
+runs written before it need no migration (readers find no table and report nothing)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    trial_id: int
+    epoch: int
+    epochs: int
+    seconds: float
+    """Seconds since the trial started, at the end of ``epoch``."""
+
+    @property
+    def seconds_left(self) -> float:
+        """Estimated from the epochs so far (the first epoch gives the first estimate)."""
+        return self.seconds / max(1, self.epoch) * max(0, self.epochs - self.epoch)
+
+
 class StoreError(NasrlError):
     """The run database is missing, damaged or from an incompatible version."""
 
@@ -147,6 +174,7 @@ class TrialStore:
     def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
         self._feasible_column: bool | None = None
+        self._progress_table = False
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no run database here")
         try:
@@ -254,6 +282,11 @@ class TrialStore:
     def set_status(self, status: str) -> None:
         self.db.execute("UPDATE runs SET status = ? WHERE id = 1", (status,))
 
+    def set_config(self, config: Mapping[str, Any]) -> None:
+        """Record a changed setting (a resume's new budget) as part of the run's config."""
+        text = json.dumps(dict(config), sort_keys=True)
+        self.db.execute("UPDATE runs SET config = ? WHERE id = 1", (text,))
+
     # -- strategy state --------------------------------------------------------------------
     def strategy_state(self) -> tuple[int, int, dict[str, Any]]:
         """(rounds told so far, rounds asked so far, the strategy state after both)."""
@@ -330,6 +363,26 @@ class TrialStore:
             (state, reward, json.dumps(dict(metrics)), error, cost, time.time(), int(feasible), trial_id),
         )
 
+    def set_progress(self, trial_id: int, epoch: int, epochs: int, seconds: float) -> None:
+        if not self._progress_table:
+            self.db.execute(PROGRESS_TABLE)
+            self._progress_table = True
+        self.db.execute(
+            "INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?)",
+            (trial_id, epoch, epochs, seconds, time.time()),
+        )
+
+    def progress(self) -> list[Progress]:
+        """The latest epoch report of each running trial (from its current attempt)."""
+        try:
+            rows = self.db.execute(
+                "SELECT p.* FROM progress p JOIN trials t ON t.id = p.trial_id "
+                "WHERE t.state = 'running' AND p.updated >= t.started_at ORDER BY p.trial_id"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # no report yet (or a run written before progress was recorded)
+        return [Progress(r["trial_id"], r["epoch"], r["epochs"], r["seconds"]) for r in rows]
+
     def requeue_unfinished(self) -> int:
         """After a crash: trials left running go back to queued (same architecture and seed)."""
         cur = self.db.execute("UPDATE trials SET state = 'queued', started_at = NULL WHERE state = 'running'")
@@ -381,6 +434,10 @@ class TrialStore:
                 "SELECT COUNT(*) FROM trials WHERE round < ? AND reused_from IS NULL", (round_,)
             ).fetchone()[0]
         )
+
+    def planned_total(self) -> int:
+        """Budget taken by every round asked so far, finished or not."""
+        return int(self.db.execute("SELECT COUNT(*) FROM trials WHERE reused_from IS NULL").fetchone()[0])
 
     def total_trials_before(self, round_: int) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM trials WHERE round < ?", (round_,)).fetchone()[0])
