@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 from nasrl.benchmark import feasible_set, run_tabular, tabular_objective
 from nasrl.controller import Controller, ControllerConfig
 from nasrl.evaluators import TabularEvaluator
+from nasrl.objectives import ObjectiveConfig
+from nasrl.search import Search, SearchConfig
 from nasrl.spaces import Architecture, Categorical, ConvSpace, SearchSpace
 from nasrl.spaces.feasible import FeasiblePrefixes
 from nasrl.strategies import Observation, Reinforce, make_strategy
@@ -148,3 +151,24 @@ def test_constrained_benchmark_spends_no_budget_outside_the_limit(nb201_table: T
     off.restrict(feasible)
     points = run_tabular(off, nb201_table, 60, objective).points
     assert points is not None and max(c for _, c in points) > limit
+
+
+def test_constrained_tabular_search_proposes_only_feasible_cells(tmp_path: Path, nb201_table_path: Path) -> None:
+    config = SearchConfig(space="nb201", evaluator="tabular", table=str(nb201_table_path), budget=30,
+                          executor="serial", objective=ObjectiveConfig(constraints=("macs<=30M",)))
+    Search.create(tmp_path / "run", config).run()
+    from nasrl.runs import open_run
+
+    trials = open_run(tmp_path / "run").store.trials()
+    assert len(trials) >= 30 and all(t.feasible and t.metrics["macs"] <= 30e6 for t in trials)
+
+
+def test_tabular_search_with_no_feasible_cell_still_runs(tmp_path: Path, nb201_table_path: Path) -> None:
+    # nothing to restrict to: the search stores its trials as infeasible, as it always did
+    config = SearchConfig(space="nb201", evaluator="tabular", table=str(nb201_table_path), budget=5,
+                          executor="serial", objective=ObjectiveConfig(constraints=("macs<=1k",)))
+    Search.create(tmp_path / "run", config).run()
+    from nasrl.runs import open_run
+
+    trials = open_run(tmp_path / "run").store.trials()
+    assert len(trials) >= 5 and not any(t.feasible for t in trials)
