@@ -197,7 +197,9 @@ def test_constrained_tabular_search_stores_infeasible_trials_and_never_reports_t
     run = tmp_path / "run"
     out = nasrl("search", "--space", "nb201", "--evaluator", "tabular", "--table", str(nb201_table_path),
                 "--budget", "40", "--executor", "serial", "--quiet", "--out", str(run),
-                "--constraint", "macs<=40M", "--set", "objective.infeasible_reward=-0.5")
+                "--constraint", "macs<=40M", "--set", "objective.infeasible_reward=-0.5",
+                # off: told the table's feasible set, reinforce would propose no infeasible cell
+                "--set", "strategy_config.constrained_decoding=false")
     assert out.returncode == 0, out.stderr
     assert "subject to macs<=40M (infeasible: reward -0.5)" in out.stdout
     from nasrl.runs import open_run

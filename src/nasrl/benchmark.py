@@ -30,6 +30,7 @@ from typing import Any
 from nasrl.errors import NasrlError
 from nasrl.evaluators.tabular import TabularEvaluator
 from nasrl.objectives import Objective, ObjectiveConfig, hypervolume_2d, pareto_front
+from nasrl.spaces.feasible import FeasiblePrefixes
 from nasrl.spaces.nb201 import NB201Space
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 
@@ -121,6 +122,17 @@ def _init_worker(table_path: str) -> None:
 
 
 _TARGET: dict[tuple[str, ...], str] = {}
+_FEASIBLE: dict[tuple[str, ...], FeasiblePrefixes] = {}
+
+
+def feasible_set(table: TabularEvaluator, objective: Objective) -> FeasiblePrefixes | None:
+    """The table's architectures within the objective's hard static limits (None without
+    such limits): costs a real search also knows before training anything."""
+    limits = objective.static_limits()
+    if not limits:
+        return None
+    return FeasiblePrefixes.from_costs(
+        table.space, ((e.arch, table.metrics(e.arch)) for e in table.entries.values()), limits)
 
 
 def _run_one(args: tuple[str, int, int, Mapping[str, Any], Mapping[str, Any]]) -> RunTrace:
@@ -133,6 +145,12 @@ def _run_one(args: tuple[str, int, int, Mapping[str, Any], Mapping[str, Any]]) -
     if constraints not in _TARGET:  # once per worker process
         _TARGET[constraints] = best_feasible(_TABLE, objective)
     strategy = make_strategy(name, _TABLE.space, seed, config)
+    if objective.static_limits():
+        if constraints not in _FEASIBLE:
+            feasible = feasible_set(_TABLE, objective)
+            assert feasible is not None
+            _FEASIBLE[constraints] = feasible
+        strategy.restrict(_FEASIBLE[constraints])
     return run_tabular(strategy, _TABLE, budget, objective, _TARGET[constraints])
 
 

@@ -33,7 +33,7 @@ from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.execution import Executor, Task, make_executor
 from nasrl.lock import RunLock
 from nasrl.objectives import Objective, ObjectiveConfig
-from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 from nasrl.spaces.registry import get_space
 from nasrl.store.sqlite import SCHEMA_VERSION, Progress, StoreError, Trial, TrialState, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
@@ -213,6 +213,25 @@ def make_evaluator(config: SearchConfig, space: SearchSpace) -> Evaluator:
     )
 
 
+def _restrict_to_table(strategy: Strategy, config: SearchConfig, space: SearchSpace,
+                       objective: Objective) -> None:
+    """Tell the strategy the feasible set of hard static limits when a table lists every
+    architecture's costs (a trained space would have to build every child to know it)."""
+    if config.evaluator != "tabular" or not objective.static_limits():
+        return
+    from nasrl.benchmark import feasible_set
+    from nasrl.evaluators.tabular import TabularEvaluator
+
+    table = make_evaluator(config, space)
+    assert isinstance(table, TabularEvaluator)
+    try:
+        feasible = feasible_set(table, objective)
+    except SpaceError:
+        return  # no cell is feasible: search as without the set (every trial is infeasible)
+    if feasible is not None:
+        strategy.restrict(feasible)
+
+
 class RunListener:
     """Receives progress from a running search (progress display, TensorBoard)."""
 
@@ -256,6 +275,7 @@ class Search:
         self.strategy = strategy
         self.objective = make_objective(config)
         self.listeners: list[RunListener] = []
+        _restrict_to_table(strategy, config, space, self.objective)
 
     # -- opening runs ------------------------------------------------------------------------
     @classmethod

@@ -15,6 +15,11 @@ decision, and after an anchor the mean of the chosen anchors' hidden states (the
 leaves this open; this is ENAS's choice, and the "go" embedding when there is nothing to
 choose). Sampling and scoring run through one function, so the log-probability of a
 sampled architecture is by construction the score of that architecture.
+
+With a feasible set (``controller.feasible``, hard static limits), every decision is
+*constrained decoding*: tokens after which no completion is feasible get probability 0 and
+the rest are renormalized, so samples, log-probabilities and entropies are all those of the
+policy restricted to the feasible set.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from nasrl.spaces.base import Architecture, Categorical, SearchSpace, SkipSet
+from nasrl.spaces.feasible import FeasiblePrefixes
 
 
 @dataclass
@@ -74,6 +80,8 @@ class Controller(nn.Module):
             raise ValueError("controller: temperature must be > 0")
         self.kinds = _categorical_kinds(space)
         self.space = space
+        self.feasible: FeasiblePrefixes | None = None
+        """Set to restrict the policy to a feasible set (not a parameter: not saved)."""
         self.go = nn.Parameter(torch.empty(1, hidden))
         self.embeddings = nn.ModuleDict({k: nn.Embedding(n, hidden) for k, n in self.kinds.items()})
         self.heads = nn.ModuleDict({k: nn.Linear(hidden, n) for k, n in self.kinds.items()})
@@ -172,7 +180,11 @@ class Controller(nn.Module):
             h = self._step(x, state)
             if isinstance(d, Categorical):
                 logp_all = F.log_softmax(self._squash(self.heads[d.kind](h)), dim=-1)
-                entropy = entropy - (logp_all.exp() * logp_all).sum(1)
+                if self.feasible is not None:
+                    logp_all, plogp = self._restrict(logp_all, out, n)
+                    entropy = entropy - plogp
+                else:
+                    entropy = entropy - (logp_all.exp() * logp_all).sum(1)
                 x = self.embeddings[d.kind](choose(pos, logp_all))
             else:
                 if d.layer == 0:
@@ -182,8 +194,16 @@ class Controller(nn.Module):
                     logit = self._squash(self.v(query).squeeze(-1))  # (n, layer)
                     # one Bernoulli per earlier layer: log P(absent), log P(present)
                     pair = torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
-                    entropy = entropy - (pair.exp() * pair).sum((1, 2))
-                    flags = torch.stack([choose(pos + j, pair[:, j]) for j in range(d.layer)], 1)
+                    if self.feasible is not None:
+                        picked = []
+                        for j in range(d.layer):  # each flag's mask depends on the ones before
+                            flag_logp, plogp = self._restrict(pair[:, j], out, n)
+                            entropy = entropy - plogp
+                            picked.append(choose(pos + j, flag_logp))
+                        flags = torch.stack(picked, 1)
+                    else:
+                        entropy = entropy - (pair.exp() * pair).sum((1, 2))
+                        flags = torch.stack([choose(pos + j, pair[:, j]) for j in range(d.layer)], 1)
                     chosen = flags.to(logit.dtype)
                     x = (chosen[:, :, None] * torch.stack(anchors, 1)).sum(1)
                     x = x / (1.0 + chosen.sum(1, keepdim=True))
@@ -196,6 +216,22 @@ class Controller(nn.Module):
             tokens, per_token = torch.zeros(n, 0, dtype=torch.long), self.go.new_zeros(n, 0)
         return ControllerOutput(tokens=tokens, log_prob=per_token.sum(1), entropy=entropy,
                                 token_log_prob=per_token)
+
+
+    def _restrict(self, logp: Tensor, prefix: list[Tensor], n: int) -> tuple[Tensor, Tensor]:
+        """Renormalize the next token's log-probabilities (n, k) over the tokens that keep a
+        feasible completion; returns them and sum p log p. A prefix that already left the
+        feasible set (only a scored, never a sampled row) keeps every token: its log P is
+        already -inf."""
+        assert self.feasible is not None
+        rows = torch.stack(prefix, 1).tolist() if prefix else [[] for _ in range(n)]
+        masks = [self.feasible.allowed(r) for r in rows]
+        allowed = torch.tensor([m if any(m) else [True] * len(m) for m in masks],
+                               dtype=torch.bool, device=logp.device)
+        masked = F.log_softmax(logp.masked_fill(~allowed, float("-inf")), dim=-1)
+        # p log p with 0 (not 0 * -inf = nan, in value or gradient) for the masked tokens
+        plogp = (masked.exp() * masked.masked_fill(~allowed, 0.0)).sum(1)
+        return masked, plogp
 
 
 def _categorical_kinds(space: SearchSpace) -> dict[str, int]:

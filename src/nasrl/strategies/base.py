@@ -14,6 +14,10 @@ Written once here; subclasses document only what differs.
   ``torch.save`` / ``torch.load(weights_only=True)`` round-trip it. After
   ``load_state_dict(s.state_dict())`` a fresh strategy answers the next ``ask`` exactly as
   ``s`` would have.
+* ``restrict(feasible)`` tells the strategy the feasible set of hard static limits known
+  before any training (:class:`~nasrl.spaces.feasible.FeasiblePrefixes`). A strategy may
+  use it to propose only feasible architectures or ignore it (the default); it is derived
+  from the objective, not state, so a resumed strategy is told again.
 * A strategy never trains a child network and never touches an executor.
 """
 
@@ -26,6 +30,7 @@ from typing import Any, ClassVar, TypeVar
 
 from nasrl.config import ConfigError, build, to_dict
 from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.spaces.feasible import FeasiblePrefixes
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,10 @@ class Strategy(abc.ABC):
     def batch_size(self) -> int:
         """How many architectures the strategy would like to be asked for at a time."""
         return 1
+
+    def restrict(self, feasible: FeasiblePrefixes) -> None:
+        """The feasible set under hard static limits; by default not used."""
+        return None
 
     @abc.abstractmethod
     def ask(self, n: int) -> list[Architecture]: ...

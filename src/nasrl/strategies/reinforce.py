@@ -26,6 +26,7 @@ from nasrl.config import ConfigError
 from nasrl.controller.lstm import Controller, ControllerConfig
 from nasrl.controller.unique import sample_unseen
 from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.spaces.feasible import FeasiblePrefixes
 from nasrl.strategies.base import Observation, Strategy, register_strategy
 
 
@@ -63,6 +64,13 @@ class ReinforceConfig:
     clipped importance ratio against the policy that sampled it (Schulman et al. 2017)."""
     ppo_clip: float = 0.2
     """PPO's epsilon: the ratio is clipped to [1 - eps, 1 + eps] when update_epochs > 1."""
+    constrained_decoding: bool = True
+    """When told the feasible set of hard static limits (``restrict``), sample only inside
+    it: each decision masks the tokens after which no completion is feasible, and the
+    policy gradient differentiates the log-probabilities of that masked distribution, so
+    no budget goes to architectures that cannot count and the policy learns only which
+    feasible architectures are good (the best ones usually sit on the constraint's
+    boundary, which a policy punished for infeasible samples learns to avoid)."""
     elite_size: int = 1
     """k: how many of the best architectures evaluated so far the update also imitates."""
     elite_weight: float = 0.02
@@ -109,6 +117,11 @@ class Reinforce(Strategy):
         cfg: ReinforceConfig = self.config
         return cfg.batch_size
 
+    def restrict(self, feasible: FeasiblePrefixes) -> None:
+        cfg: ReinforceConfig = self.config
+        if cfg.constrained_decoding:
+            self.controller.feasible = feasible
+
     # -- ask -----------------------------------------------------------------------------
     @torch.no_grad()
     def ask(self, n: int) -> list[Architecture]:
@@ -133,7 +146,7 @@ class Reinforce(Strategy):
         for obs in observations:
             if obs.arch.key not in self.seen:
                 self.seen[obs.arch.key] = self.space.to_tokens(obs.arch)
-            if obs.reward is None or not math.isfinite(obs.reward):
+            if obs.reward is None or not math.isfinite(obs.reward) or not self._can_learn(obs.arch):
                 self.sampled_logp.pop(obs.arch.key, None)
                 continue  # failed: counted by the caller's budget, never learned from
             self.buffer.append((obs.arch, float(obs.reward)))
@@ -141,6 +154,12 @@ class Reinforce(Strategy):
         while len(self.buffer) >= cfg.batch_size:
             batch, self.buffer = self.buffer[: cfg.batch_size], self.buffer[cfg.batch_size :]
             self._update(batch)
+
+    def _can_learn(self, arch: Architecture) -> bool:
+        """Under constrained decoding an infeasible architecture (told from outside, e.g. a
+        resumed run) has probability 0: there is no gradient to take from it."""
+        feasible = self.controller.feasible
+        return feasible is None or arch in feasible
 
     def _remember_elite(self, arch: Architecture, reward: float) -> None:
         cfg: ReinforceConfig = self.config
