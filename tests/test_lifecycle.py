@@ -148,6 +148,8 @@ def test_status_after_kill_9_says_interrupted_not_running(tmp_path: Path, nb201_
     assert status.returncode == 0, status.stderr
     assert f"run {run}: interrupted (resume with: nasrl resume {run})" in status.stdout
     assert ", 0 running," in status.stdout
+    assert cli("report", str(run)).returncode == 0  # the report reads the lock too, not the stored status
+    assert "<p>interrupted (resume with" in (run / "report" / "index.html").read_text()
 
 
 def test_lock_is_exclusive_records_the_holder_and_is_freed_on_release(tmp_path: Path) -> None:

@@ -218,8 +218,11 @@ def _front_table(view: RunView, axes: list[str], front: list[Trial]) -> str:
 
 
 def _html(view: RunView, info: dict[str, Any], plots: list[str], axes: list[str], front: list[Trial]) -> str:
+    from nasrl.lock import live_status
+
     run_dir, store, space = view.run_dir, view.store, view.space
-    counts = store.counts()
+    # the lock, not the stored status, tells a live run from one killed with -9
+    state, counts = live_status(run_dir, info["status"], store.counts())
     rows = []
     for rank, t in enumerate(store.best(20), 1):
         params = t.metrics.get("params")
@@ -243,7 +246,7 @@ def _html(view: RunView, info: dict[str, Any], plots: list[str], axes: list[str]
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 8px;text-align:left}}
 tr:nth-child(even){{background:#f3f3f3}}code{{font-size:85%}}</style></head><body>
 <h1>nasrl run <code>{html.escape(str(run_dir))}</code></h1>
-<p>{html.escape(info["status"])}; {counts["evaluated"]} of {info["config"]["budget"]} evaluated,
+<p>{html.escape(state)}; {counts["evaluated"]} of {info["config"]["budget"]} evaluated,
 {counts["failed"]} failed, {counts["reused"]} reused; seed {info["seed"]};
 nasrl {html.escape(info["version"])}</p>
 <p>{html.escape(view.reward_note)}</p>
