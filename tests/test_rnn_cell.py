@@ -204,15 +204,15 @@ def test_cli_train_and_search_a_recurrent_cell(ptb_dir: Path, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert "validation perplexity" in done.stdout
     # what a search writes about a cell trains again (issue 11: "unknown field 'metrics'")
-    (tmp_path / "best.json").write_text(cli("best", str(run), "-n", "2", "--json").stdout)
+    (tmp_path / "best.json").write_text(cli("best", str(run), "-n", "2", "--json", cwd=tmp_path).stdout)
     again = cli("train", "--arch", str(tmp_path / "best.json"), "--data-dir", str(ptb_dir), "--train-on-valid",
                 "--epochs", "1", "--build", "hidden_size=16", "--build", "embedding_size=16", *small, cwd=tmp_path)
     assert again.returncode == 0 and "test perplexity" in again.stdout, again.stderr
     # rewards of ~1e-3 print with their digits, and the perplexity beside them
-    status = cli("status", str(run)).stdout
+    status = cli("status", str(run), cwd=tmp_path).stdout
     best_line = next(line for line in status.splitlines() if line.startswith("best:"))
     assert "val_ppl_best" in best_line and "reward 0.0003," not in best_line, status
-    assert cli("report", str(run)).returncode == 0
+    assert cli("report", str(run), cwd=tmp_path).returncode == 0
     page = (run / "report" / "index.html").read_text()
     assert "<th>val perplexity</th>" in page and "<td></td><td>" not in page.split("Leaderboard")[1]
     missing = cli("search", "--space", "rnn_cell", "--data-dir", str(ptb_dir), "--out", str(tmp_path / "r2"),

@@ -3,7 +3,7 @@ TorchScript, ONNX).
 
 Model exports train the architecture first on train + validation (as a final model is
 trained; the run's training settings, ``epochs`` overridable) unless ``untrained``. The
-trained weights are kept in ``export/`` and reused, so one training serves every format.
+trained weights are kept in ``export/weights/`` and reused, so one training serves every format.
 Exported image models take raw pixels on a 0-255 scale: the training split's mean and std
 are inside the model, and also written to a ``.model.json`` beside it with the classes,
 input shape and test accuracy.
@@ -165,7 +165,7 @@ def _prepare(run_dir: Path, config: SearchConfig, space: SearchSpace, trial: Tri
     if untrained:
         return Prepared(Normalized(model, data.mean, data.std), raw_example, {**info, "trained": False})
     training = replace(config.training, epochs=epochs or config.training.epochs)
-    weights = run_dir / "export" / f"trial-{trial.id}-e{training.epochs}.weights.pt"
+    weights = run_dir / "export" / "weights" / f"trial-{trial.id}-e{training.epochs}.pt"
     record = weights.with_suffix(".json")
     if weights.is_file() and record.is_file():
         log(f"reusing the weights trained for trial {trial.id} ({weights})")

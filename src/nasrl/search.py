@@ -285,8 +285,8 @@ class Search:
             raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
         if run_dir.exists() and not run_dir.is_dir():
             raise NasrlError(f"--out {run_dir}: is a file; a run directory is a folder")
+        space = make_space(config)  # an unknown space is named first
         check_setup(config)
-        space = make_space(config)
         strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
         objective = make_objective(config)
         if objective.needs("latency_ms"):
