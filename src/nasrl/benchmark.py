@@ -313,3 +313,25 @@ def plot_curves(traces: Sequence[RunTrace], budget: int, path: Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b rank correlation of two equally long sequences (ties counted as
+    scipy.stats.kendalltau counts them); NaN when either sequence is constant.
+
+    Accuracies on a small validation set tie often, hence tau-b rather than tau-a. O(n^2)
+    over pairs: meant for rankings of tens of architectures.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"kendall_tau: {len(x)} values against {len(y)}")
+    concordance = untied_x = untied_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            sx = (x[i] > x[j]) - (x[i] < x[j])
+            sy = (y[i] > y[j]) - (y[i] < y[j])
+            concordance += sx * sy
+            untied_x += sx != 0
+            untied_y += sy != 0
+    if not untied_x or not untied_y:
+        return math.nan
+    return concordance / math.sqrt(untied_x * untied_y)

@@ -35,6 +35,20 @@ def conv_out(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
+def layer_geometry(settings: dict[str, Any], in_hw: tuple[int, int]
+                   ) -> tuple[tuple[int, int] | None, tuple[int, int]]:
+    """A layer's max-pool kernel (None without pooling) and its output height and width.
+
+    Shared with the supernet, which must reproduce these sizes exactly."""
+    h = conv_out(in_hw[0], settings["filter_height"], settings["stride_h"])
+    w = conv_out(in_hw[1], settings["filter_width"], settings["stride_w"])
+    if settings["pool"] != "max":
+        return None, (h, w)
+    # a 1-pixel map cannot be pooled by 2: pool by what is there
+    kh, kw = min(2, h), min(2, w)
+    return (kh, kw), (-(-h // kh), -(-w // kw))
+
+
 class ConvLayer(nn.Module):
     """conv -> batch norm -> ReLU [-> max pool]."""
 
@@ -45,13 +59,10 @@ class ConvLayer(nn.Module):
         self.conv = nn.Conv2d(in_channels, settings["filters"], (fh, fw), stride=(sh, sw),
                               padding=(fh // 2, fw // 2), bias=False)
         self.bn = nn.BatchNorm2d(settings["filters"])
-        h, w = conv_out(in_hw[0], fh, sh), conv_out(in_hw[1], fw, sw)
+        pool, (h, w) = layer_geometry(settings, in_hw)
         self.pool: nn.Module = nn.Identity()
-        if settings["pool"] == "max":
-            # a 1-pixel map cannot be pooled by 2: pool by what is there
-            kh, kw = min(2, h), min(2, w)
-            self.pool = nn.MaxPool2d((kh, kw), stride=(kh, kw), ceil_mode=True)
-            h, w = -(-h // kh), -(-w // kw)
+        if pool is not None:
+            self.pool = nn.MaxPool2d(pool, stride=pool, ceil_mode=True)
         self.out_shape: Shape = (settings["filters"], h, w)
 
     def forward(self, x: Tensor) -> Tensor:
