@@ -186,10 +186,7 @@ def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed:
         result.macs = count_macs(model, data.val_x[:1])
         gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
         gen.manual_seed(seed)
-        train_x, train_y = data.train_x, data.train_y
-        if config.max_train_samples is not None and config.max_train_samples < len(train_x):
-            keep = torch.randperm(len(train_x), generator=gen, device=gen.device)[:config.max_train_samples]
-            train_x, train_y = train_x[keep.to(dev)], train_y[keep.to(dev)]
+        train_x, train_y = training_subset(data, config, gen, dev)
         opt = make_optimizer(model, config)
         model.train()
         step = 0
@@ -209,6 +206,16 @@ def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed:
         result = failure(exc, result)
     result.wall_time = time.perf_counter() - start
     return result
+
+
+def training_subset(data: ImageData, config: TrainConfig, gen: torch.Generator,
+                    dev: torch.device) -> tuple[Tensor, Tensor]:
+    """The training split, or ``max_train_samples`` of it drawn from ``gen`` (cheaper children)."""
+    train_x, train_y = data.train_x, data.train_y
+    if config.max_train_samples is not None and config.max_train_samples < len(train_x):
+        keep = torch.randperm(len(train_x), generator=gen, device=gen.device)[:config.max_train_samples]
+        train_x, train_y = train_x[keep.to(dev)], train_y[keep.to(dev)]
+    return train_x, train_y
 
 
 def train_architecture(space: SearchSpace, arch: Architecture, data: ImageData, config: TrainConfig, *,

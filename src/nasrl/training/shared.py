@@ -21,7 +21,13 @@ from nasrl.data.images import ImageData
 from nasrl.models.supernet import SuperNet, recalibrate_bn
 from nasrl.spaces.base import Architecture
 from nasrl.training.common import check_finite, resolve_device
-from nasrl.training.image import TrainConfig, evaluate_accuracy, make_optimizer, train_epoch
+from nasrl.training.image import (
+    TrainConfig,
+    evaluate_accuracy,
+    make_optimizer,
+    train_epoch,
+    training_subset,
+)
 
 ArchSampler = Callable[[], Architecture]
 
@@ -78,10 +84,7 @@ def train_shared(supernet: SuperNet, data: ImageData, config: TrainConfig, *, se
     gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
     gen.manual_seed(seed)
     model = _Sampled(supernet, sample or uniform_sampler(supernet, seed))
-    train_x, train_y = data.train_x, data.train_y
-    if config.max_train_samples is not None and config.max_train_samples < len(train_x):
-        keep = torch.randperm(len(train_x), generator=gen, device=gen.device)[:config.max_train_samples]
-        train_x, train_y = train_x[keep.to(dev)], train_y[keep.to(dev)]
+    train_x, train_y = training_subset(data, config, gen, dev)
     opt = make_optimizer(supernet, config)
     supernet.train()
     losses: list[float] = []
