@@ -307,3 +307,22 @@ def test_a_schema_2_run_still_opens_and_resumes(tmp_path: Path, nb201_table_path
     assert result.counts["evaluated"] == 10
     assert main(["status", str(run)]) == 0
     assert np.isfinite(result.best.reward if result.best and result.best.reward is not None else np.nan)
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error_and_keeps_the_run(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    search = OneShotSearch.create(run, load_config(tiny()))
+    search.run(max_epochs=1)
+    search.close()
+    db = sqlite3.connect(run / "runs.db")
+    db.execute("UPDATE checkpoint SET state = ? WHERE id = 1", (b"not a checkpoint",))
+    db.commit()
+    db.close()
+    assert main(["resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "damaged one-shot checkpoint" in err and err.count("\n") == 1, err
+    assert main(["status", str(run)]) == 0  # still readable: epoch 1's metrics are there
+    assert "epochs: 1/3 done" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="OneShotSearch"):
+        Search.create(tmp_path / "other", load_config(tiny()))

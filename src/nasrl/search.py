@@ -295,6 +295,9 @@ class Search:
             raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
         if run_dir.exists() and not run_dir.is_dir():
             raise NasrlError(f"--out {run_dir}: is a file; a run directory is a folder")
+        if config.method != "multi-trial":
+            raise ConfigError(f"method {config.method}: a one-shot run is driven by "
+                              "nasrl.oneshot.enas.OneShotSearch, not Search")
         space = make_space(config)  # an unknown space is named first
         check_setup(config)
         strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
@@ -356,6 +359,8 @@ class Search:
         except ConfigError as exc:
             raise StoreError(f"{run_dir}: damaged run config ({exc})") from None
         config = load_config(values)  # an override that does not fit is the user's, not damage
+        if config.method != "multi-trial":
+            raise NasrlError(f"{run_dir}: a one-shot run; resume it with nasrl resume (OneShotSearch.open)")
         if config.evaluator != "tabular":
             from nasrl.training.common import check_device
 
