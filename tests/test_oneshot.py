@@ -326,3 +326,13 @@ def test_a_damaged_checkpoint_is_a_one_line_error_and_keeps_the_run(tmp_path: Pa
     assert "epochs: 1/3 done" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="OneShotSearch"):
         Search.create(tmp_path / "other", load_config(tiny()))
+
+
+def test_a_oneshot_run_has_one_writer(tmp_path: Path) -> None:
+    from nasrl.lock import RunBusyError
+
+    search = OneShotSearch.create(tmp_path / "run", load_config(tiny()))  # holds the lock
+    with pytest.raises(RunBusyError, match="only one search may write a run"):
+        OneShotSearch.open(tmp_path / "run")
+    search.close()
+    OneShotSearch.open(tmp_path / "run").close()  # free again once the writer closed
