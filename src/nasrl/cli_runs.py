@@ -14,6 +14,7 @@ from nasrl.config import ConfigError, parse_assignment
 from nasrl.errors import NasrlError
 
 FLAG_KEYS = {  # command-line flag -> config key
+    "method": "method",
     "space": "space",
     "dataset": "dataset",
     "data_dir": "data_dir",
@@ -32,6 +33,9 @@ FLAG_KEYS = {  # command-line flag -> config key
 def add_parsers(sub: Any, positive_int: Any) -> None:
     search = sub.add_parser("search", help="run an architecture search (the main job)")
     search.add_argument("--config", type=Path, default=None, help="TOML file of settings")
+    search.add_argument("--method", choices=["multi-trial", "enas"],
+                        help="multi-trial: train every child from scratch; enas: one-shot search with "
+                             "shared weights, settings under oneshot.* (default: multi-trial)")
     search.add_argument("--space", help="search space (default: conv)")
     search.add_argument(
         "--dataset", help="digits | fashion-mnist | cifar10 | ptb (default: digits, ptb for rnn_cell)"
@@ -156,6 +160,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     config = load_config(_config_values(args))
     out = args.out or Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
+    if config.method == "enas":
+        from nasrl.oneshot import cli as oneshot_cli
+        from nasrl.oneshot.enas import OneShotSearch
+
+        oneshot = OneShotSearch.create(out, config)
+        oneshot_cli.header(oneshot, out)
+        return oneshot_cli.run(oneshot, args.quiet)
     search = Search.create(out, config)
     from nasrl.models import builder_task
 
@@ -179,6 +190,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         for k in ("executor", "workers", "ray_address", "budget")
         if getattr(args, k) is not None
     }
+    if _is_oneshot(args.run_dir):
+        return _resume_oneshot(args.run_dir, overrides, args.quiet)
     search = Search.open(args.run_dir, overrides)
     counts = search.store.counts()
     print(
@@ -187,6 +200,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
         flush=True,
     )
     return _run(search, args.quiet)
+
+
+def _is_oneshot(run_dir: Path) -> bool:
+    from nasrl.oneshot.enas import is_oneshot
+    from nasrl.runs import open_run
+
+    view = open_run(run_dir)
+    try:
+        return is_oneshot(view.info["config"])
+    finally:
+        view.store.close()
+
+
+def _resume_oneshot(run_dir: Path, overrides: dict[str, Any], quiet: bool) -> int:
+    from nasrl.oneshot import cli as oneshot_cli
+    from nasrl.oneshot.enas import OneShotSearch
+
+    if overrides:
+        raise ConfigError(f"--{next(iter(overrides)).replace('_', '-')} does not apply to a one-shot run "
+                          "(it trains in this process, with no budget of children)")
+    search = OneShotSearch.open(run_dir)
+    saved = search.store.checkpoint()
+    print(f"nasrl resume: {run_dir}: {0 if saved is None else saved[0]} of {search.config.oneshot.epochs} "
+          "one-shot epochs done", flush=True)
+    return oneshot_cli.run(search, quiet)
 
 
 def _run(search: Any, quiet: bool) -> int:
@@ -233,6 +271,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from nasrl.runs import open_run
 
     view = open_run(args.run_dir)
+    if view.config.method == "enas":
+        from nasrl.oneshot import cli as oneshot_cli
+
+        return oneshot_cli.status(view)
     store, info = view.store, view.info
     cfg = info["config"]
     counts = store.counts()
@@ -275,6 +317,12 @@ def cmd_best(args: argparse.Namespace) -> int:
     from nasrl.spaces.io import trial_document
 
     view = open_run(args.run_dir)
+    if view.config.method == "enas":
+        if args.pareto or args.metrics is not None:
+            raise NasrlError("--pareto and --metrics need a multi-trial run (a one-shot run has no costs)")
+        from nasrl.oneshot import cli as oneshot_cli
+
+        return oneshot_cli.best(view, args.n, args.json)
     space = view.space
     costs = view.objective.cost_metrics
     if args.pareto:
@@ -315,6 +363,10 @@ def _front_axes(text: str | None) -> list[str] | None:
 def cmd_export(args: argparse.Namespace) -> int:
     from nasrl.export import export_run
 
+    if _is_oneshot(args.run_dir):
+        raise NasrlError(f"{args.run_dir}: export of a one-shot run is not supported yet; use: nasrl best "
+                         f"{args.run_dir} --json > arch.json, then nasrl train --arch arch.json --save")
+
     path = export_run(
         args.run_dir,
         args.format,
@@ -332,7 +384,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from nasrl.report import write_report
     from nasrl.runs import open_run
 
-    page = write_report(open_run(args.run_dir))
+    view = open_run(args.run_dir)
+    if view.config.method == "enas":
+        from nasrl.oneshot.report import write_oneshot_report
+
+        print(f"wrote {write_oneshot_report(view)}")
+        return 0
+    page = write_report(view)
     print(f"wrote {page}")
     return 0
 

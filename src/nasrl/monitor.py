@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from nasrl.objectives import format_reward
+from nasrl.oneshot.enas import OneShotListener
 from nasrl.search import RunListener
-from nasrl.store.sqlite import Progress, Trial
+from nasrl.store.sqlite import Derived, Progress, Trial
 
 
 def _duration(seconds: float) -> str:
@@ -143,3 +144,55 @@ class TensorBoardLogger(RunListener):
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+class OneShotProgress(OneShotListener):
+    """One line per one-shot epoch: loss, reward, entropy, time and ETA (from the mean
+    epoch time of this session), then the derived architectures."""
+
+    def __init__(self, space: Any, stream: TextIO | None = None) -> None:
+        self.space = space
+        self.stream = stream or sys.stderr
+        self.seconds: list[float] = []
+
+    def on_epoch(self, epoch: int, epochs: int, metrics: Mapping[str, float], seconds: float) -> None:
+        self.seconds.append(seconds)
+        eta = sum(self.seconds) / len(self.seconds) * (epochs - epoch)
+        parts = [f"shared loss {metrics['shared/loss']:.4f}"]
+        if "oneshot/val_acc_mean" in metrics:
+            parts.append(f"reward-batch acc {100 * metrics['oneshot/val_acc_mean']:.1f}%")
+        if "controller/entropy" in metrics:
+            parts.append(f"entropy {metrics['controller/entropy']:.3f}")
+        print(f"epoch {epoch}/{epochs}: {', '.join(parts)}; {_duration(seconds)}, ETA {_duration(eta)}",
+              file=self.stream, flush=True)
+
+    def on_derived(self, derived: Sequence[Derived]) -> None:
+        print(f"derived {len(derived)} architectures (shared-weight validation accuracy):",
+              file=self.stream, flush=True)
+        for d in derived:
+            print(f"  #{d.rank} {100 * d.score:.2f}%  {self.space.describe(d.arch)}", file=self.stream,
+                  flush=True)
+
+
+class OneShotTensorBoard(OneShotListener):
+    """Events under RUN_DIR/tensorboard: every controller round's metrics (step = round)
+    and each epoch's (step = epoch)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.logger = TensorBoardLogger(run_dir)
+
+    def on_update(self, round_: int, metrics: Mapping[str, float]) -> None:
+        self.logger.on_round(round_, metrics)
+
+    def on_epoch(self, epoch: int, epochs: int, metrics: Mapping[str, float], seconds: float) -> None:
+        if self.logger.writer is not None:
+            for key, value in metrics.items():
+                self.logger.writer.add_scalar(f"epoch/{key}", value, epoch)
+
+    def on_derived(self, derived: Sequence[Derived]) -> None:
+        if self.logger.writer is not None:
+            for d in derived:
+                self.logger.writer.add_scalar("derived/shared_val_acc", d.score, d.rank)
+
+    def close(self) -> None:
+        self.logger.close()

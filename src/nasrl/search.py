@@ -14,6 +14,7 @@ trials.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sqlite3
@@ -33,9 +34,10 @@ from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.execution import Executor, Task, make_executor
 from nasrl.lock import RunLock
 from nasrl.objectives import Objective, ObjectiveConfig
+from nasrl.oneshot.config import OneShotConfig
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 from nasrl.spaces.registry import get_space
-from nasrl.store.sqlite import SCHEMA_VERSION, Progress, StoreError, Trial, TrialState, TrialStore
+from nasrl.store.sqlite import Progress, StoreError, Trial, TrialState, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 from nasrl.training.image import TrainConfig
 from nasrl.training.language import LMTrainConfig
@@ -51,6 +53,10 @@ SEARCH_TRAINING = TrainConfig(epochs=8, batch_size=64, learning_rate=0.05)
 class SearchConfig:
     """Everything that defines a search; recorded resolved in the run directory."""
 
+    method: Literal["multi-trial", "enas"] = "multi-trial"
+    """multi-trial: every child trained from scratch (this module). enas: one-shot search
+    with shared weights (:mod:`nasrl.oneshot`; settings under ``oneshot``)."""
+    oneshot: OneShotConfig = OneShotConfig()  # noqa: RUF009  (frozen, so sharing it is safe)
     space: str = "conv"
     space_params: dict[str, Any] = field(default_factory=dict)
     strategy: str = "reinforce"
@@ -186,7 +192,11 @@ def make_space(config: SearchConfig) -> SearchSpace:
 def make_objective(config: SearchConfig) -> Objective:
     from nasrl.models import builder_task
 
-    return Objective(config.objective, task=builder_task(config.space), evaluator=config.evaluator)
+    objective = config.objective
+    if config.method == "enas" and objective.metric is None:
+        # a one-shot reward is one accuracy with the shared weights: no epochs to take a max over
+        objective = dataclasses.replace(objective, metric="val_acc")
+    return Objective(objective, task=builder_task(config.space), evaluator=config.evaluator)
 
 
 def make_evaluator(config: SearchConfig, space: SearchSpace) -> Evaluator:
@@ -285,6 +295,9 @@ class Search:
             raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
         if run_dir.exists() and not run_dir.is_dir():
             raise NasrlError(f"--out {run_dir}: is a file; a run directory is a folder")
+        if config.method != "multi-trial":
+            raise ConfigError(f"method {config.method}: a one-shot run is driven by "
+                              "nasrl.oneshot.enas.OneShotSearch, not Search")
         space = make_space(config)  # an unknown space is named first
         check_setup(config)
         strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
@@ -332,7 +345,7 @@ class Search:
     @staticmethod
     def _open_config(run_dir: Path, store: TrialStore, overrides: Mapping[str, Any]) -> SearchConfig:
         info = store.run_info()
-        if info["schema"] < SCHEMA_VERSION or "objective" not in info["config"]:
+        if info["schema"] < 2 or "objective" not in info["config"]:
             raise StoreError(f"{run_dir}: cannot resume: " + LEGACY_RESUME.format(version=info["version"]))
         values = dict(info["config"])
         for key, value in overrides.items():
@@ -346,6 +359,8 @@ class Search:
         except ConfigError as exc:
             raise StoreError(f"{run_dir}: damaged run config ({exc})") from None
         config = load_config(values)  # an override that does not fit is the user's, not damage
+        if config.method != "multi-trial":
+            raise NasrlError(f"{run_dir}: a one-shot run; resume it with nasrl resume (OneShotSearch.open)")
         if config.evaluator != "tabular":
             from nasrl.training.common import check_device
 

@@ -25,9 +25,11 @@ import torch
 from nasrl.errors import NasrlError
 from nasrl.spaces.base import Architecture
 
-SCHEMA_VERSION = 2
-"""2 (nasrl 0.2): trials.feasible. Version 1 databases (nasrl 0.1) are read, never written."""
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+"""2 (nasrl 0.2): trials.feasible. 3: the one-shot tables (checkpoint, epochs, derived),
+only added, so a version 2 database is still read and resumed as it is (its schema number
+stays 2). Version 1 databases (nasrl 0.1) are read, never written."""
+READABLE_SCHEMAS = (1, 2, 3)
 TrialState = Literal["queued", "running", "complete", "failed"]
 STATES: tuple[TrialState, ...] = ("queued", "running", "complete", "failed")
 
@@ -74,7 +76,28 @@ CREATE TABLE IF NOT EXISTS updates (
     time REAL NOT NULL,
     metrics TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    saved_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    metrics TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS derived (
+    rank INTEGER PRIMARY KEY,
+    arch TEXT NOT NULL,
+    score REAL NOT NULL,
+    reward REAL,
+    metrics TEXT NOT NULL
+);
 """
+"""The last three tables belong to one-shot runs (:mod:`nasrl.oneshot`): the checkpoint of
+everything that decides the rest of the run, per-epoch metrics, and the derived
+architectures. A multi-trial run leaves them empty."""
 
 
 PROGRESS_TABLE = """
@@ -152,6 +175,18 @@ def _trial(row: sqlite3.Row) -> Trial:
         told=bool(row["told"]),
         feasible=bool(row["feasible"]) if "feasible" in row.keys() else True,  # noqa: SIM118 (sqlite3.Row)
     )
+
+
+@dataclass(frozen=True)
+class Derived:
+    """An architecture a one-shot run derived, ranked by its shared-weight score."""
+
+    rank: int
+    arch: Architecture
+    score: float
+    """Validation accuracy with the shared weights (batch norm recalibrated for it)."""
+    reward: float | None
+    metrics: dict[str, float]
 
 
 def encode_state(state: Mapping[str, Any]) -> bytes:
@@ -463,3 +498,58 @@ class TrialStore:
             (r["round"], r["time"], json.loads(r["metrics"]))
             for r in self.db.execute("SELECT * FROM updates ORDER BY round")
         ]
+
+    # -- one-shot runs -----------------------------------------------------------------------
+    def checkpoint(self) -> tuple[int, dict[str, Any]] | None:
+        """(epochs done, the state saved at the end of the last one), or None."""
+        try:
+            row = self.db.execute("SELECT epoch, state FROM checkpoint WHERE id = 1").fetchone()
+        except sqlite3.OperationalError:
+            return None  # a database from before one-shot runs
+        if row is None:
+            return None
+        try:
+            return row["epoch"], decode_state(row["state"])
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{self.path}: damaged one-shot checkpoint ({type(exc).__name__})") from None
+
+    def commit_epoch(self, epoch: int, state: Mapping[str, Any], metrics: Mapping[str, float],
+                     updates: Sequence[tuple[int, Mapping[str, float]]]) -> None:
+        """Save a one-shot run's state after ``epoch`` epochs, that epoch's metrics and its
+        controller updates, atomically: a crash keeps all of them or none."""
+        blob = encode_state(state)
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO checkpoint VALUES (1, ?, ?, ?)", (epoch, blob, now))
+            if epoch > 0:
+                db.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?)",
+                           (epoch, now, json.dumps(dict(metrics), sort_keys=True)))
+            for round_, values in updates:
+                db.execute("INSERT OR REPLACE INTO updates VALUES (?, ?, ?)",
+                           (round_, now, json.dumps(dict(values), sort_keys=True)))
+
+    def epochs(self) -> list[tuple[int, float, dict[str, Any]]]:
+        try:
+            rows = self.db.execute("SELECT * FROM epochs ORDER BY epoch").fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [(r["epoch"], r["time"], json.loads(r["metrics"])) for r in rows]
+
+    def save_derived(self, rows: Sequence[Derived], status: str) -> None:
+        """Store the derived architectures and the run's new status in one transaction."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM derived")
+            for d in rows:
+                db.execute("INSERT INTO derived VALUES (?, ?, ?, ?, ?)",
+                           (d.rank, d.arch.to_json(), d.score, d.reward, json.dumps(d.metrics)))
+            db.execute("UPDATE runs SET status = ? WHERE id = 1", (status,))
+
+    def derived(self) -> list[Derived]:
+        try:
+            rows = self.db.execute("SELECT * FROM derived ORDER BY rank").fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [Derived(r["rank"], Architecture.from_json(r["arch"]), r["score"], r["reward"],
+                        json.loads(r["metrics"])) for r in rows]

@@ -18,6 +18,11 @@ Written once here; subclasses document only what differs.
   before any training (:class:`~nasrl.spaces.feasible.FeasiblePrefixes`). A strategy may
   use it to propose only feasible architectures or ignore it (the default); it is derived
   from the objective, not state, so a resumed strategy is told again.
+* ``sample(n, seed)`` draws ``n`` architectures from what the strategy proposes now (a
+  policy's distribution, or uniform), with randomness from ``seed`` alone and no change to
+  the strategy: no random state used, no bookkeeping. A one-shot search uses it to pick
+  the architecture of each shared-weight training batch and to derive its result;
+  strategies without a distribution to draw from (evolution) do not offer it.
 * A strategy never trains a child network and never touches an executor.
 """
 
@@ -60,6 +65,12 @@ class Strategy(abc.ABC):
 
     @abc.abstractmethod
     def ask(self, n: int) -> list[Architecture]: ...
+
+    def sample(self, n: int, seed: int) -> list[Architecture]:
+        """``n`` architectures from the current proposal distribution, from ``seed`` alone;
+        the strategy is left exactly as it was."""
+        raise ConfigError(f"strategy {self.name!r} has no distribution to sample from "
+                          "(one-shot search takes reinforce or random)")
 
     @abc.abstractmethod
     def tell(self, observations: Sequence[Observation]) -> None: ...

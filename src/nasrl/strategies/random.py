@@ -28,6 +28,10 @@ class RandomSearch(Strategy):
     def ask(self, n: int) -> list[Architecture]:
         return [self.space.sample(self.rng) for _ in range(n)]
 
+    def sample(self, n: int, seed: int) -> list[Architecture]:
+        rng = np.random.default_rng(seed)
+        return [self.space.sample(rng) for _ in range(n)]
+
     def tell(self, observations: Sequence[Observation]) -> None:
         """Nothing to learn."""
 

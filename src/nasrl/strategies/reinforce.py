@@ -140,6 +140,13 @@ class Reinforce(Strategy):
                 self.seen[arch.key] = row  # in flight counts as seen
         return picked
 
+    @torch.no_grad()
+    def sample(self, n: int, seed: int) -> list[Architecture]:
+        """From the policy itself (constrained decoding included), never avoiding the seen:
+        its own generator, ``seen`` and the PPO log-probabilities are left alone."""
+        out = self.controller.sample(n, torch.Generator().manual_seed(seed))
+        return self.controller.decode(out.tokens)
+
     # -- tell ----------------------------------------------------------------------------
     def tell(self, observations: Sequence[Observation]) -> None:
         cfg: ReinforceConfig = self.config

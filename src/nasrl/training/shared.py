@@ -90,11 +90,29 @@ def train_shared(supernet: SuperNet, data: ImageData, config: TrainConfig, *, se
     losses: list[float] = []
     step = 0
     for epoch in range(config.epochs):
-        loss, step = train_epoch(model, data, train_x, train_y, opt, config, gen, step)
+        loss, step = train_shared_epoch(model, data, train_x, train_y, opt, config, gen, step)
         losses.append(check_finite(loss, epoch))
         if on_epoch is not None:
             on_epoch(epoch, time.perf_counter() - start)
     return losses
+
+
+def sampled_model(supernet: SuperNet, sample: ArchSampler) -> nn.Module:
+    """The supernet as a plain model that runs a freshly sampled architecture per call."""
+    return _Sampled(supernet, sample)
+
+
+def train_shared_epoch(model: nn.Module, data: ImageData, train_x: Tensor, train_y: Tensor,
+                       opt: torch.optim.SGD, config: TrainConfig, gen: torch.Generator,
+                       step: int) -> tuple[Tensor, int]:
+    """One epoch of shared-weight training (``model`` from :func:`sampled_model`): the child
+    trainer's epoch, so a one-shot driver that owns the loop trains exactly as train_shared."""
+    return train_epoch(model, data, train_x, train_y, opt, config, gen, step)
+
+
+def steps_per_epoch(n_train: int, config: TrainConfig) -> int:
+    """Optimizer steps (= sampled architectures) per epoch, as train_epoch counts them."""
+    return n_train // min(config.batch_size, n_train)
 
 
 def shared_accuracy(supernet: SuperNet, arch: Architecture, x: Tensor, y: Tensor, config: TrainConfig,
