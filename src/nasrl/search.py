@@ -180,6 +180,16 @@ def check_setup(config: SearchConfig) -> None:
         check_ray_address(config.ray_address)
 
 
+def check_new_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` as a place for a new run: not a file, and not holding a run already."""
+    run_dir = Path(run_dir)
+    if (run_dir / DB_NAME).exists():
+        raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NasrlError(f"--out {run_dir}: is a file; a run directory is a folder")
+    return run_dir
+
+
 def trial_seed(run_seed: int, index: int) -> int:
     """The seed of the index-th trial: independent streams per trial, fixed by the run seed."""
     return int(np.random.SeedSequence([run_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -290,11 +300,7 @@ class Search:
     # -- opening runs ------------------------------------------------------------------------
     @classmethod
     def create(cls, run_dir: str | Path, config: SearchConfig) -> Search:
-        run_dir = Path(run_dir)
-        if (run_dir / DB_NAME).exists():
-            raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise NasrlError(f"--out {run_dir}: is a file; a run directory is a folder")
+        run_dir = check_new_run_dir(run_dir)
         if config.method != "multi-trial":
             raise ConfigError(f"method {config.method}: a one-shot run is driven by "
                               "nasrl.oneshot.enas.OneShotSearch, not Search")

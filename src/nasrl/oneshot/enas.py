@@ -56,6 +56,7 @@ from nasrl.search import (
     CONFIG_NAME,
     DB_NAME,
     SearchConfig,
+    check_new_run_dir,
     check_setup,
     load_config,
     make_objective,
@@ -162,11 +163,7 @@ class OneShotSearch:
     # -- opening runs ------------------------------------------------------------------------
     @classmethod
     def create(cls, run_dir: str | Path, config: SearchConfig) -> OneShotSearch:
-        run_dir = Path(run_dir)
-        if (run_dir / DB_NAME).exists():
-            raise NasrlError(f"{run_dir} already holds a run; continue it with: nasrl resume {run_dir}")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise NasrlError(f"--out {run_dir}: is a file; a run directory is a folder")
+        run_dir = check_new_run_dir(run_dir)
         space = make_space(config)  # an unknown space is named first
         if not has_supernet(space.name):
             raise ConfigError(f"method enas: no shared-weight network for space {space.name!r} "
