@@ -300,3 +300,16 @@ def test_benchmark_budget_above_the_table_says_so(capsys: pytest.CaptureFixture[
     assert main(["benchmark", "nb201", "--strategies", "random", "--budget", "15700", "--seeds", "1",
                  "--jobs", "1"]) == 0
     assert "note: the table has 15625 architectures" in capsys.readouterr().out
+
+
+def test_damaged_kept_export_weights_are_one_line(digits_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("writer.lock"))
+    best = json.loads(cli("best", str(run), "--json").stdout)["trial"]
+    kept = run / "export" / "weights"
+    kept.mkdir(parents=True, exist_ok=True)
+    torch.save({"not": torch.zeros(1)}, kept / f"trial-{best}-e1.pt")  # loads, but fits no model
+    (kept / f"trial-{best}-e1.json").write_text('{"trained": true}')
+    one_line_exit_2(cli("export", str(run), "--format", "onnx", "--epochs", "1"), "to train again")

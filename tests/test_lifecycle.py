@@ -331,3 +331,37 @@ def test_status_lists_the_epochs_of_running_trials_while_the_run_is_live(
     store.mark_running(2)  # a new attempt: the old attempt's report is not its progress
     assert store.progress() == []
     store.close()
+
+
+def test_a_starting_writer_waits_out_a_reader_and_a_released_lock_names_nobody(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    first = RunLock(tmp_path).acquire()
+    first.release()
+    assert (tmp_path / "writer.lock").read_text() == ""  # no stale pid for a later refusal
+    # a reader (status, report) holds a shared lock for an instant while it asks
+    fd = os.open(tmp_path / "writer.lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    threading.Timer(0.3, os.close, args=(fd,)).start()
+    second = RunLock(tmp_path).acquire()  # refused at once before: "being written by" a reader
+    assert second.held and writer(tmp_path) is not None
+    second.release()
+
+
+def test_a_run_from_before_constrained_decoding_resumes_unmasked(tmp_path: Path, nb201_table_path: Path) -> None:
+    import sqlite3
+
+    run = tmp_path / "run"
+    done = cli("search", "--space", "nb201", "--evaluator", "tabular", "--table", str(nb201_table_path),
+               "--executor", "serial", "--budget", "10", "--constraint", "macs<=40M", "--quiet", "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    db = sqlite3.connect(run / "runs.db")
+    db.execute("UPDATE runs SET schema = 2")
+    db.commit()
+    db.close()
+    search = Search.open(run)
+    try:  # its rounds were asked by an unmasked controller; masking now would re-ask others
+        assert search.config.strategy_config["constrained_decoding"] is False
+    finally:
+        search.close()

@@ -169,14 +169,30 @@ def _prepare(run_dir: Path, config: SearchConfig, space: SearchSpace, trial: Tri
     record = weights.with_suffix(".json")
     if weights.is_file() and record.is_file():
         log(f"reusing the weights trained for trial {trial.id} ({weights})")
-        model.load_state_dict(_load_weights(weights))
-        trained_info = json.loads(record.read_text())
+        trained_info = _load_cached(model, weights, record)
     else:
         trained_info = _train(config, space, trial, training, data, model, dataset, log)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), weights)
-        record.write_text(json.dumps(trained_info, indent=2) + "\n")
+        try:  # a cache: a run directory we may not write (someone else's) still exports
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), weights)
+            record.write_text(json.dumps(trained_info, indent=2) + "\n")
+        except OSError as exc:
+            log(f"note: cannot keep the trained weights in {weights.parent} ({exc.strerror or exc})")
     return Prepared(Normalized(model, data.mean, data.std), raw_example, {**info, **trained_info})
+
+
+def _load_cached(model: nn.Module, weights: Path, record: Path) -> dict[str, Any]:
+    """Weights and record kept by an earlier export, or a one-line error naming the file."""
+    try:
+        info = json.loads(record.read_text())
+        model.load_state_dict(_load_weights(weights))
+    except (ValueError, RuntimeError) as exc:  # damaged JSON, weights of another shape
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NasrlError(f"{weights.parent}: kept weights do not fit trial ({first}); delete "
+                         f"{weights.name} and {record.name} to train again") from None
+    if not isinstance(info, dict):
+        raise NasrlError(f"{record}: not a training record; delete it to train again")
+    return info
 
 
 def _load_weights(path: Path) -> dict[str, Tensor]:

@@ -5,7 +5,8 @@ The search (``nasrl search`` or ``nasrl resume``) holds an exclusive ``flock`` o
 one-line error instead of re-running every trial beside the first. The kernel drops the lock
 when the holder exits, however it exits (``kill -9`` included), so a lock that can be taken
 means nobody is writing: ``nasrl status`` uses that to tell a live run from an interrupted
-one. Readers (status, best, report, export) never take the lock. The file itself stays in
+one. Readers (status, best, report, export) never hold it: status and report take a
+shared lock for an instant to ask, and a writer starting then retries for a second. The file itself stays in
 place: deleting it would let two writers lock two different files.
 """
 
@@ -45,9 +46,7 @@ class RunLock:
         # O_CLOEXEC (Python's default) keeps worker processes from inheriting the lock: an
         # orphaned worker must not make a dead run look live
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_exclusive(fd):
             holder = _read_holder(fd)
             os.close(fd)
             raise RunBusyError(f"{self.run_dir} is being written by {describe(holder)}; "
@@ -61,6 +60,9 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            # no stale record: a later refusal must never name a writer that has gone
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
 
@@ -72,6 +74,20 @@ class RunLock:
 
     def __del__(self) -> None:
         self.release()
+
+
+def _lock_exclusive(fd: int, patience: float = 1.0) -> bool:
+    """Take the exclusive lock; a reader (``writer()``) holds a shared one for an instant,
+    so a busy lock is retried briefly before another writer is assumed."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def writer(run_dir: Path) -> dict[str, Any] | None:

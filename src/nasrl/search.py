@@ -340,13 +340,13 @@ class Search:
             # before anything is written: a second writer would re-run every trial
             lock.acquire()
             config = cls._open_config(run_dir, store, overrides or {})
+            space = make_space(config)
+            strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
+            return cls(run_dir, config, store, space, strategy, lock)
         except BaseException:
             lock.release()
             store.close()
             raise
-        space = make_space(config)
-        strategy = make_strategy(config.strategy, space, config.seed, config.strategy_config)
-        return cls(run_dir, config, store, space, strategy, lock)
 
     @staticmethod
     def _open_config(run_dir: Path, store: TrialStore, overrides: Mapping[str, Any]) -> SearchConfig:
@@ -354,6 +354,11 @@ class Search:
         if info["schema"] < 2 or "objective" not in info["config"]:
             raise StoreError(f"{run_dir}: cannot resume: " + LEGACY_RESUME.format(version=info["version"]))
         values = dict(info["config"])
+        if info["schema"] < 3 and values.get("strategy", "reinforce") == "reinforce":
+            # written before constrained decoding existed: its controller sampled unmasked,
+            # and a resumed run must re-ask its rounds exactly as it first asked them
+            values["strategy_config"] = {"constrained_decoding": False,
+                                         **(values.get("strategy_config") or {})}
         for key, value in overrides.items():
             if key not in RESUME_OVERRIDABLE:
                 raise ConfigError(

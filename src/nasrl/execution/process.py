@@ -33,6 +33,10 @@ def _worker_main(conn: Connection, evaluator_blob: bytes, threads: int, parent_p
     # Ctrl-C reaches the whole process group; the driver stops its workers itself, so a
     # worker must not die mid-send with a traceback of its own
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # so must a group-wide SIGTERM (kill -TERM -PGID, systemd, SLURM): a worker killed by it
+    # would count as a death and could fail its trial for good; the driver's own clean stop
+    # and PR_SET_PDEATHSIG end the workers
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(threads)

@@ -197,7 +197,8 @@ def encode_state(state: Mapping[str, Any]) -> bytes:
 
 def decode_state(blob: bytes) -> dict[str, Any]:
     # weights_only: a run directory may come from elsewhere; never unpickle arbitrary objects
-    state = torch.load(io.BytesIO(blob), weights_only=True)
+    # map_location: a run checkpointed on a GPU still opens on a machine without one
+    state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise StoreError("strategy state in the run database is not a mapping")
     return state
