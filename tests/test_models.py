@@ -158,3 +158,31 @@ def test_unknown_builder_option_is_a_clear_error() -> None:
     space = get_space("nb201")
     with pytest.raises(NasrlError, match="width"):
         build_model(space, space.sample(np.random.default_rng(0)), input_shape=(3, 8, 8), num_classes=2, width=3)
+
+
+def test_width_and_depth_scale_a_found_conv_architecture_for_final_training() -> None:
+    from nasrl.errors import NasrlError
+
+    space = ConvSpace(num_layers=3, predict_strides=True, pooling=True)
+    arch = space.sample(np.random.default_rng(3))
+    shape = (1, 28, 28)
+    base = build_model(space, arch, input_shape=shape, num_classes=10)
+    same = build_model(space, arch, input_shape=shape, num_classes=10, width=1, depth=1)
+    assert list(base.state_dict()) == list(same.state_dict())  # the defaults are the searched child
+    wide = build_model(space, arch, input_shape=shape, num_classes=10, width=2)
+    deep = build_model(space, arch, input_shape=shape, num_classes=10, depth=3)
+    for i in range(space.num_layers):
+        filters = space.layer(arch, i)["filters"]
+        assert wide.layers[i].conv.out_channels == 2 * filters
+        convs = [m for m in deep.layers[i].modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) == 3 and all(c.out_channels == filters for c in convs)
+        assert [c.stride for c in convs[1:]] == [(1, 1), (1, 1)]  # only the first strides
+    x = torch.randn(4, *shape)
+    for model in (wide, deep):
+        model.eval()
+        assert model(x).shape == (4, 10)
+    # the same map sizes: depth adds stride-1 convolutions before the pooling
+    assert [lay.out_shape[1:] for lay in deep.layers] == [lay.out_shape[1:] for lay in base.layers]
+    for bad in ({"width": 0}, {"width": "2"}, {"depth": 0}, {"depth": 1.5}):
+        with pytest.raises(NasrlError, match="conv builder"):
+            build_model(space, arch, input_shape=shape, num_classes=10, **bad)

@@ -20,7 +20,7 @@ import torch
 from nasrl.cli import main
 from nasrl.config import ConfigError
 from nasrl.oneshot.enas import OneShotSearch
-from nasrl.search import Search, load_config
+from nasrl.search import Search, load_config, make_space
 from nasrl.spaces.io import read_architecture
 from nasrl.store import TrialStore
 from nasrl.strategies import RandomSearch, Reinforce, make_strategy
@@ -120,6 +120,41 @@ def test_the_driver_learns_through_the_strategys_own_tell(tmp_path: Path,
             assert reward is not None
             correct = round(reward ** (1 / 3) * 128)
             assert reward == pytest.approx((correct / 128) ** 3)
+
+
+def test_a_constrained_oneshot_run_tells_infeasible_children_their_reward_and_derives_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nasrl.models import build_model
+    from nasrl.training.common import count_params
+
+    told: list[tuple[Any, float | None]] = []
+    original = Reinforce.tell
+
+    def spy(self: Reinforce, observations: Any) -> None:
+        told.extend((o.arch, o.reward) for o in observations)
+        original(self, observations)
+
+    def params(space: Any, arch: Any) -> int:
+        return count_params(build_model(space, arch, input_shape=(1, 8, 8), num_classes=10))
+
+    monkeypatch.setattr(Reinforce, "tell", spy)
+    space = make_space(load_config(tiny()))
+    rng = np.random.default_rng(0)
+    limit = int(np.median([params(space, space.sample(rng)) for _ in range(30)]))
+    search = run_oneshot(tmp_path / "run", **{"objective.constraints": [f"params<={limit}"],
+                                               "objective.infeasible_reward": -0.5})
+    over = [(a, r) for a, r in told if params(space, a) > limit]
+    assert over and len(over) < len(told)  # both kinds were sampled
+    assert all(r == -0.5 for _, r in over)  # the configured reward for an infeasible child
+    assert all(r is not None and r >= 0 for a, r in told if params(space, a) <= limit)
+    store = TrialStore(tmp_path / "run" / "runs.db", readonly=True)
+    derived = store.derived()
+    updates = store.updates()
+    store.close()
+    assert derived and all(d.metrics["params"] == params(space, d.arch) <= limit for d in derived)
+    assert all(d.reward == pytest.approx(d.score**3) for d in derived)
+    assert all(0 <= m["oneshot/feasible_share"] <= 1 for _, _, m in updates)
+    assert "subject to params<=" in search.objective.describe()
 
 
 def test_the_random_strategy_gives_the_weight_sharing_random_baseline(tmp_path: Path,
@@ -261,6 +296,30 @@ def test_cli_search_status_best_report_on_a_oneshot_run(tmp_path: Path, capsys: 
     assert {"entropy.png", "controller.png", "loss.png"} <= {p.name for p in (run / "report").iterdir()}
     assert (run / "tensorboard").is_dir()
 
+    # export: a derived architecture (rank 1 by default) trained from scratch like any child
+    assert main(["export", str(run), "--trial", "2", "--out", str(tmp_path / "two.json")]) == 0
+    second = json.loads((tmp_path / "two.json").read_text())
+    assert second["metrics"]["rank"] == 2 and read_architecture(json.dumps(second))[1].key == \
+        store_derived(run)[1].arch.key
+    assert main(["export", str(run), "--format", "pt2", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    exported = run / "export" / "derived-1.pt2"
+    meta = json.loads((run / "export" / "derived-1.model.json").read_text())
+    assert meta["trained"] and meta["architecture"]["metrics"]["rank"] == 1
+    assert (run / "export" / "weights" / "derived-1-e1.pt").is_file()
+    model = torch.export.load(str(exported)).module()
+    assert model(torch.full((3, 1, 8, 8), 128.0)).shape == (3, 10)
+    assert main(["export", str(run), "--trial", "9"]) == 2
+    assert "no derived architecture of rank 9" in capsys.readouterr().err
+
+
+def store_derived(run: Path) -> list[Any]:
+    store = TrialStore(run / "runs.db", readonly=True)
+    try:
+        return store.derived()
+    finally:
+        store.close()
+
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--set", "oneshot.epochs=0"], "oneshot.epochs must be at least 1"),
@@ -268,7 +327,7 @@ def test_cli_search_status_best_report_on_a_oneshot_run(tmp_path: Path, capsys: 
     (["--set", "oneshot.training.epochs=5"], "set oneshot.epochs instead"),
     (["--strategy", "evolution"], "method enas takes strategy reinforce or random"),
     (["--space", "rnn_cell"], "no shared-weight network for space 'rnn_cell'"),
-    (["--constraint", "params<=10k"], "does not support cost constraints"),
+    (["--constraint", "latency_ms<=2"], "one-shot runs take constraints on params, macs, flops"),
 ])
 def test_bad_oneshot_settings_are_one_line_errors_before_any_run_exists(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str) -> None:

@@ -101,7 +101,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     export.add_argument("--format", choices=["json", "pt2", "torchscript", "onnx"], default="json",
                         help="json: the architecture; pt2: torch.export program (torch.export.load); "
                              "torchscript: legacy torch.jit; onnx (default: json)")
-    export.add_argument("--trial", type=int, default=None, help="trial id (default: the best)")
+    export.add_argument("--trial", type=int, default=None,
+                        help="trial id (default: the best); in a one-shot run, the derived "
+                             "architecture's rank (default: 1)")
     export.add_argument(
         "--epochs",
         type=positive_int,
@@ -362,10 +364,6 @@ def _front_axes(text: str | None) -> list[str] | None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nasrl.export import export_run
-
-    if _is_oneshot(args.run_dir):
-        raise NasrlError(f"{args.run_dir}: export of a one-shot run is not supported yet; use: nasrl best "
-                         f"{args.run_dir} --json > arch.json, then nasrl train --arch arch.json --save")
 
     path = export_run(
         args.run_dir,

@@ -1,5 +1,6 @@
 """Export a run's architecture: as a JSON document, or as a model (``torch.export``'s .pt2,
-TorchScript, ONNX).
+TorchScript, ONNX). A multi-trial run exports a trial (the best by default); a one-shot run
+exports a derived architecture (rank 1 by default), trained from scratch like any child.
 
 Model exports train the architecture first on train + validation (as a final model is
 trained; the run's training settings, ``epochs`` overridable) unless ``untrained``. The
@@ -22,10 +23,10 @@ from torch import Tensor, nn
 
 from nasrl import __version__
 from nasrl.errors import NasrlError
+from nasrl.runs import RunView
 from nasrl.search import SearchConfig
-from nasrl.spaces.base import SearchSpace
+from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.io import trial_document
-from nasrl.store.sqlite import Trial, TrialStore
 
 FORMATS = ("json", "pt2", "torchscript", "onnx")
 SUFFIX = {"json": ".json", "pt2": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
@@ -43,6 +44,17 @@ class Normalized(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         mean, std = self.get_buffer("mean"), self.get_buffer("std")
         return self.model((x - mean) / std)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Item:
+    """What is exported: a trial of a multi-trial run or a derived architecture of a one-shot run."""
+
+    name: str
+    """``trial-N`` or ``derived-N``: names the output and the kept weights."""
+    arch: Architecture
+    document: dict[str, Any]
+    """The architecture document written beside the model (``nasrl train --arch`` reads it)."""
 
 
 @dataclass
@@ -70,15 +82,15 @@ def export_run(
         raise NasrlError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
     view = open_run(run_dir)
     config, space = view.config, view.space
-    trial = _pick(view.store, trial_id, run_dir)
-    out = out or run_dir / "export" / f"trial-{trial.id}{SUFFIX[fmt]}"
+    item = _pick(view, trial_id, run_dir)
+    out = out or run_dir / "export" / f"{item.name}{SUFFIX[fmt]}"
     writable_folder(out.parent, "--out's folder")  # before any training, not after
     if out.is_dir():
         raise NasrlError(f"--out {out}: is a folder; give a file name")
     if fmt == "json":
-        out.write_text(json.dumps(trial_document(space, trial), indent=2) + "\n")
+        out.write_text(json.dumps(item.document, indent=2) + "\n")
         return out
-    prepared = _prepare(run_dir, config, space, trial, epochs, untrained, log)
+    prepared = _prepare(run_dir, config, space, item, epochs, untrained, log)
     model = prepared.model.eval()
     if fmt == "pt2":
         _pt2(model, prepared.example, out)
@@ -90,7 +102,7 @@ def export_run(
         _onnx(model, prepared.example, out)
     meta = out.with_name(out.stem + ".model.json")
     meta.write_text(json.dumps({**prepared.info, "format": fmt, "file": out.name,
-                                "architecture": trial_document(space, trial), "version": __version__},
+                                "architecture": item.document, "version": __version__},
                                indent=2) + "\n")
     log(f"wrote {meta}")
     return out
@@ -117,19 +129,37 @@ def _onnx(model: nn.Module, example: Tensor, out: Path) -> None:
                       dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
 
 
-def _pick(store: TrialStore, trial_id: int | None, run_dir: Path) -> Trial:
-    if trial_id is None:
-        best = store.best(1)
+def _pick(view: RunView, number: int | None, run_dir: Path) -> Item:
+    """The trial ``number`` (default: the best) or, in a one-shot run, the derived
+    architecture of rank ``number`` (default: 1)."""
+    from nasrl.oneshot.enas import is_oneshot
+
+    if is_oneshot(view.info["config"]):
+        from nasrl.oneshot.cli import document
+
+        derived = view.store.derived()
+        if not derived:
+            raise NasrlError(f"{run_dir}: no derived architectures yet (the one-shot run has not "
+                             "finished; resume it with: nasrl resume)")
+        chosen = [d for d in derived if d.rank == (number or 1)]
+        if not chosen:
+            raise NasrlError(f"{run_dir}: no derived architecture of rank {number} "
+                             f"(a one-shot run's --trial is the rank, 1 to {len(derived)})")
+        return Item(f"derived-{chosen[0].rank}", chosen[0].arch, document(view, chosen[0]))
+    if number is None:
+        best = view.store.best(1)
         if not best:
             raise NasrlError(f"{run_dir}: no completed trial to export")
-        return best[0]
-    try:
-        return store.trial(trial_id)
-    except NasrlError:
-        raise NasrlError(f"{run_dir}: no trial {trial_id}") from None
+        trial = best[0]
+    else:
+        try:
+            trial = view.store.trial(number)
+        except NasrlError:
+            raise NasrlError(f"{run_dir}: no trial {number}") from None
+    return Item(f"trial-{trial.id}", trial.arch, trial_document(view.space, trial))
 
 
-def _prepare(run_dir: Path, config: SearchConfig, space: SearchSpace, trial: Trial, epochs: int | None,
+def _prepare(run_dir: Path, config: SearchConfig, space: SearchSpace, item: Item, epochs: int | None,
              untrained: bool, log: Callable[[str], None]) -> Prepared:
     from nasrl.data import load_images
     from nasrl.models import build_model
@@ -141,7 +171,7 @@ def _prepare(run_dir: Path, config: SearchConfig, space: SearchSpace, trial: Tri
                              "train it with nasrl train")
         shape, classes = (3, 32, 32), 10  # NAS-Bench-201's CIFAR-10 networks
         with seeded(config.seed):
-            model = build_model(space, trial.arch, input_shape=shape, num_classes=classes,
+            model = build_model(space, item.arch, input_shape=shape, num_classes=classes,
                                 **config.build_options)
         untrained_info = {"input_shape": list(shape), "classes": classes, "normalization": None,
                           "trained": False}
@@ -160,18 +190,18 @@ def _prepare(run_dir: Path, config: SearchConfig, space: SearchSpace, trial: Tri
     }
     raw_example = data.test_x[:2] * data.std + data.mean  # 2: a batch of 1 would fix the batch size
     with seeded(config.seed):
-        model = build_model(space, trial.arch, input_shape=data.input_shape, num_classes=data.num_classes,
+        model = build_model(space, item.arch, input_shape=data.input_shape, num_classes=data.num_classes,
                             **config.build_options)
     if untrained:
         return Prepared(Normalized(model, data.mean, data.std), raw_example, {**info, "trained": False})
     training = replace(config.training, epochs=epochs or config.training.epochs)
-    weights = run_dir / "export" / "weights" / f"trial-{trial.id}-e{training.epochs}.pt"
+    weights = run_dir / "export" / "weights" / f"{item.name}-e{training.epochs}.pt"
     record = weights.with_suffix(".json")
     if weights.is_file() and record.is_file():
-        log(f"reusing the weights trained for trial {trial.id} ({weights})")
+        log(f"reusing the weights trained for {item.name} ({weights})")
         trained_info = _load_cached(model, weights, record)
     else:
-        trained_info = _train(config, space, trial, training, data, model, dataset, log)
+        trained_info = _train(config, space, item, training, data, model, dataset, log)
         try:  # a cache: a run directory we may not write (someone else's) still exports
             weights.parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), weights)
@@ -188,7 +218,7 @@ def _load_cached(model: nn.Module, weights: Path, record: Path) -> dict[str, Any
         model.load_state_dict(_load_weights(weights))
     except (ValueError, RuntimeError) as exc:  # damaged JSON, weights of another shape
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NasrlError(f"{weights.parent}: kept weights do not fit trial ({first}); delete "
+        raise NasrlError(f"{weights.parent}: kept weights do not fit the architecture ({first}); delete "
                          f"{weights.name} and {record.name} to train again") from None
     if not isinstance(info, dict):
         raise NasrlError(f"{record}: not a training record; delete it to train again")
@@ -205,16 +235,16 @@ def _load_weights(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def _train(config: SearchConfig, space: SearchSpace, trial: Trial, training: Any, data: Any,
+def _train(config: SearchConfig, space: SearchSpace, item: Item, training: Any, data: Any,
            model: nn.Module, dataset: str, log: Callable[[str], None]) -> dict[str, Any]:
     from nasrl.training import train_architecture
 
-    log(f"training trial {trial.id} on {dataset} train + validation for {training.epochs} epochs")
-    result, trained = train_architecture(space, trial.arch, data.for_final_training(), training,
+    log(f"training {item.name} on {dataset} train + validation for {training.epochs} epochs")
+    result, trained = train_architecture(space, item.arch, data.for_final_training(), training,
                                          seed=config.seed, device="cpu", test=True, validate=False,
                                          build_options=config.build_options)
     if not result.ok or trained is None:
-        raise NasrlError(f"training trial {trial.id} for export failed: {result.error}")
+        raise NasrlError(f"training {item.name} for export failed: {result.error}")
     log(f"test accuracy {100 * (result.test_acc or 0):.2f}%")
     state = {k: v.detach().cpu().contiguous() for k, v in trained.state_dict().items()}
     model.load_state_dict(state)

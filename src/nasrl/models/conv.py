@@ -10,6 +10,12 @@ Rules (Zoph & Le 2017, section 3.3 and appendix):
 * every layer output that no later layer consumes is concatenated (same padding rule) with
   the last layer's output, then global average pooling and a linear classifier.
 
+A found architecture can be scaled up for its final training, as the paper and ENAS do
+(``nasrl train --build width=2 --build depth=2``): ``width`` multiplies every layer's
+filter count, ``depth`` makes each layer a stack of that many convolutions (the first with
+the layer's stride, the rest stride 1, each followed by batch norm and ReLU; pooling after
+the last). The defaults (1, 1) build exactly the searched child.
+
 All spatial sizes are worked out once when the model is built, so the forward pass runs
 no shape logic of its own.
 """
@@ -23,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nasrl.errors import NasrlError
 from nasrl.models.registry import register_builder
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.conv import ConvSpace
@@ -52,13 +59,23 @@ def layer_geometry(settings: dict[str, Any], in_hw: tuple[int, int]
 class ConvLayer(nn.Module):
     """conv -> batch norm -> ReLU [-> max pool]."""
 
-    def __init__(self, in_channels: int, settings: dict[str, Any], in_hw: tuple[int, int]) -> None:
+    def __init__(self, in_channels: int, settings: dict[str, Any], in_hw: tuple[int, int],
+                 depth: int = 1) -> None:
         super().__init__()
         fh, fw = settings["filter_height"], settings["filter_width"]
         sh, sw = settings["stride_h"], settings["stride_w"]
-        self.conv = nn.Conv2d(in_channels, settings["filters"], (fh, fw), stride=(sh, sw),
+        filters = settings["filters"]
+        self.conv = nn.Conv2d(in_channels, filters, (fh, fw), stride=(sh, sw),
                               padding=(fh // 2, fw // 2), bias=False)
-        self.bn = nn.BatchNorm2d(settings["filters"])
+        self.bn = nn.BatchNorm2d(filters)
+        # depth scaling: more stride-1 convolutions of the same shape (none by default, so
+        # the searched child's parameters and state-dict keys are unchanged)
+        self.extra: nn.Module = nn.Identity()
+        if depth > 1:
+            self.extra = nn.Sequential(*[
+                nn.Sequential(nn.Conv2d(filters, filters, (fh, fw), padding=(fh // 2, fw // 2), bias=False),
+                              nn.BatchNorm2d(filters), nn.ReLU())
+                for _ in range(depth - 1)])
         pool, (h, w) = layer_geometry(settings, in_hw)
         self.pool: nn.Module = nn.Identity()
         if pool is not None:
@@ -66,7 +83,7 @@ class ConvLayer(nn.Module):
         self.out_shape: Shape = (settings["filters"], h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        return cast(Tensor, self.pool(F.relu(self.bn(self.conv(x)))))
+        return cast(Tensor, self.pool(self.extra(F.relu(self.bn(self.conv(x))))))
 
 
 def centre_pad(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -91,7 +108,7 @@ class Concat(nn.Module):
 
 class ConvNet(nn.Module):
     def __init__(self, space: ConvSpace, arch: Architecture, input_shape: Sequence[int],
-                 num_classes: int) -> None:
+                 num_classes: int, width: float = 1.0, depth: int = 1) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"conv builder needs an image shape (C, H, W), got {tuple(input_shape)}")
@@ -102,9 +119,10 @@ class ConvNet(nn.Module):
         shapes: list[Shape] = []
         for i in range(space.num_layers):
             settings = space.layer(arch, i)
+            settings["filters"] = max(1, round(settings["filters"] * width))
             inputs = tuple(settings["inputs"])
             join = Concat([shapes[j] for j in inputs] if inputs else [image])
-            layer = ConvLayer(join.out_shape[0], settings, join.out_shape[1:])
+            layer = ConvLayer(join.out_shape[0], settings, join.out_shape[1:], depth)
             self.inputs.append(inputs)
             self.joins.append(join)
             self.layers.append(layer)
@@ -127,6 +145,10 @@ class ConvNet(nn.Module):
 
 @register_builder("conv")
 def build_conv(space: SearchSpace, arch: Architecture, *, input_shape: tuple[int, ...],
-               num_classes: int) -> nn.Module:
+               num_classes: int, width: float = 1.0, depth: int = 1) -> nn.Module:
     assert isinstance(space, ConvSpace)
-    return ConvNet(space, arch, input_shape, num_classes)
+    if isinstance(width, bool) or not isinstance(width, int | float) or not 0 < width <= 64:
+        raise NasrlError(f"conv builder: width must be a number in (0, 64], got {width!r}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 16:
+        raise NasrlError(f"conv builder: depth must be an integer from 1 to 16, got {depth!r}")
+    return ConvNet(space, arch, input_shape, num_classes, float(width), depth)

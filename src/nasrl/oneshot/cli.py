@@ -99,6 +99,7 @@ def _print_derived(space: Any, derived: Any) -> None:
     from nasrl.objectives import format_reward
 
     for d in derived:
+        costs = "".join(f", {d.metrics[m] / 1e6:.2f}M {m}" for m in ("params", "macs") if m in d.metrics)
         print(f"#{d.rank} shared-weight validation accuracy {100 * d.score:.2f}%, reward "
-              f"{format_reward(d.reward)}, sampled {int(d.metrics.get('times_sampled', 0))} times")
+              f"{format_reward(d.reward)}{costs}, sampled {int(d.metrics.get('times_sampled', 0))} times")
         print(f"   {space.describe(d.arch)}")

@@ -52,6 +52,7 @@ from nasrl.data.images import ImageData
 from nasrl.errors import NasrlError
 from nasrl.lock import RunLock
 from nasrl.models.supernet import SuperNet, build_supernet, has_supernet
+from nasrl.objectives import ObjectiveValue
 from nasrl.search import (
     CONFIG_NAME,
     DB_NAME,
@@ -63,7 +64,7 @@ from nasrl.search import (
     make_space,
     resolved_config,
 )
-from nasrl.spaces.base import SearchSpace
+from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.store.sqlite import Derived, StoreError, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
 from nasrl.training.common import check_finite, resolve_device, seeded
@@ -94,8 +95,12 @@ def check_oneshot(config: SearchConfig) -> None:
     if config.strategy not in ONESHOT_STRATEGIES:
         raise ConfigError(f"method enas takes strategy {' or '.join(ONESHOT_STRATEGIES)}, "
                           f"not {config.strategy!r}")
-    if config.objective.constraints:
-        raise ConfigError("method enas does not support cost constraints yet")
+    from nasrl.objectives import STATIC_METRICS, parse_constraint
+
+    for spec in config.objective.constraints:
+        if parse_constraint(spec).metric not in STATIC_METRICS:
+            raise ConfigError(f"method enas: constraint {spec!r}: one-shot runs take constraints on "
+                              f"{', '.join(STATIC_METRICS)} (a latency target needs the multi-trial search)")
     if config.strategy == "reinforce" and config.strategy_config.get("avoid_seen"):
         raise ConfigError("method enas: strategy_config.avoid_seen must be false (an architecture's "
                           "shared-weight score changes as training goes on; re-scoring it is cheap)")
@@ -159,6 +164,7 @@ class OneShotSearch:
         self.listeners: list[OneShotListener] = []
         self.device = resolve_device(config.device)
         self._data: ImageData | None = None
+        self._costs: dict[str, dict[str, float]] = {}
 
     # -- opening runs ------------------------------------------------------------------------
     @classmethod
@@ -298,17 +304,43 @@ class OneShotSearch:
             xb, yb = data.val_x[pick], data.val_y[pick]
             archs = self.strategy.ask(self.strategy.batch_size)
             accs = [shared_accuracy(session.supernet, a, xb, yb, config) for a in archs]
-            rewards = [self.objective.evaluate({self.objective.metric: acc}).reward for acc in accs]
+            values = [self._evaluate(a, acc, data) for a, acc in zip(archs, accs, strict=True)]
+            rewards = [v.reward for v in values]
             # the multi-trial search's own path: the objective's reward, then the strategy's tell
             self.strategy.tell([Observation(a, r) for a, r in zip(archs, rewards, strict=True)])
             told = [r for r in rewards if r is not None]
             metrics = {**self.strategy.metrics(), "oneshot/val_acc_mean": float(np.mean(accs)),
                        "oneshot/epoch": float(session.epoch + 1)}
+            if self.objective.constraints:
+                metrics["oneshot/feasible_share"] = float(np.mean([v.feasible for v in values]))
             if told:
                 metrics["oneshot/reward_mean"] = float(np.mean(told))
             rows.append((session.rounds, metrics))
             session.rounds += 1
         return rows
+
+    def _evaluate(self, arch: Architecture, acc: float, data: ImageData) -> ObjectiveValue:
+        """The objective on a shared-weight accuracy and, when constrained, the child's costs."""
+        return self.objective.evaluate({self.objective.metric: acc, **self._arch_costs(arch, data)})
+
+    def _arch_costs(self, arch: Architecture, data: ImageData) -> dict[str, float]:
+        """Parameters, MACs and FLOPs of the stand-alone child (what ``nasrl train`` builds),
+        computed once per architecture and only when a constraint needs them."""
+        if not self.objective.constraints:
+            return {}
+        costs = self._costs.get(arch.key)
+        if costs is None:
+            from nasrl.models import build_model
+            from nasrl.training.common import count_macs, count_params
+
+            # the child's random initialization must not move the global generator
+            with torch.random.fork_rng(devices=[]):
+                model = build_model(self.space, arch, input_shape=data.input_shape,
+                                    num_classes=data.num_classes, **self.config.build_options)
+            macs = float(count_macs(model, torch.zeros(1, *data.input_shape)))
+            costs = self._costs[arch.key] = {"params": float(count_params(model)), "macs": macs,
+                                             "flops": 2.0 * macs}
+        return costs
 
     def _derive(self, session: _Session, data: ImageData) -> list[Derived]:
         """The top architectures of the final policy by shared-weight validation accuracy."""
@@ -326,12 +358,19 @@ class OneShotSearch:
                                                                           len(train_x) // bs))]
         n = cfg.derive_val_samples or len(data.val_x)
         x, y = data.val_x[:n], data.val_y[:n]
+        # a candidate breaking a hard constraint is never derived (as a multi-trial search
+        # never reports one as best); it is not even scored
+        feasible = [a for a in unique if not self.objective.violations(self._arch_costs(a, data))]
+        if not feasible:
+            raise NasrlError(f"none of the {len(unique)} architectures sampled from the final policy meets "
+                             f"{', '.join(str(c) for c in self.objective.constraints if c.kind == 'hard')}; "
+                             "raise oneshot.derive_samples or loosen the constraint, then nasrl resume")
         scored = [(shared_accuracy(supernet, a, x, y, config, calibration=calibration), i, a)
-                  for i, a in enumerate(unique)]
+                  for i, a in enumerate(feasible)]
         scored.sort(key=lambda s: (-s[0], s[1]))
-        return [Derived(rank, a, acc, self.objective.evaluate({self.objective.metric: acc}).reward,
+        return [Derived(rank, a, acc, self._evaluate(a, acc, data).reward,
                         {"shared_val_acc": acc, "times_sampled": float(times[a.key]),
-                         "candidates": float(len(unique))})
+                         "candidates": float(len(feasible)), **self._arch_costs(a, data)})
                 for rank, (acc, _, a) in enumerate(scored[:cfg.top_k], 1)]
 
     # -- checkpoints ---------------------------------------------------------------------------
