@@ -395,3 +395,46 @@ def test_a_oneshot_run_has_one_writer(tmp_path: Path) -> None:
         OneShotSearch.open(tmp_path / "run")
     search.close()
     OneShotSearch.open(tmp_path / "run").close()  # free again once the writer closed
+
+
+def test_samples_per_epoch_walks_through_the_whole_training_split_in_windows(tmp_path: Path) -> None:
+    search = OneShotSearch.create(tmp_path / "run", load_config(tiny(**{"oneshot.samples_per_epoch": 300})))
+    try:
+        data = search.data()
+        full = {tuple(row.flatten().tolist()) for row in data.train_x}
+        windows = len(data.train_x) // 300
+        seen: list[set[tuple[float, ...]]] = []
+        for epoch in range(windows + 1):
+            x, y = search._epoch_split(data, epoch)
+            assert len(x) == len(y) == 300
+            seen.append({tuple(row.flatten().tolist()) for row in x})
+        first_pass = set().union(*seen[:windows])
+        assert sum(len(s) for s in seen[:windows]) == len(first_pass)  # disjoint windows
+        assert len(full - first_pass) < 300  # the pass covers all but the remainder
+        assert seen[windows] != seen[0]  # the next pass is a new permutation
+        result = search.run()  # and a run with short epochs trains on them
+        assert result.epochs == EPOCHS
+    finally:
+        search.close()
+    assert main(["search", "--method", "enas", "--out", str(tmp_path / "bad"), "--quiet",
+                 "--set", "oneshot.samples_per_epoch=0"]) == 2
+
+
+def test_oneshot_reinforce_defaults_are_recorded_and_a_users_controller_keys_keep_the_rest(
+        tmp_path: Path) -> None:
+    from nasrl.oneshot.enas import ONESHOT_REINFORCE, oneshot_config
+
+    config = oneshot_config(load_config(tiny(**{"strategy_config.controller": {"hidden_size": 20},
+                                                "strategy_config.learning_rate": 0.02})))
+    assert config.strategy_config["controller"] == {**ONESHOT_REINFORCE["controller"], "hidden_size": 20}
+    assert config.strategy_config["learning_rate"] == 0.02  # the user's value wins
+    search = OneShotSearch.create(tmp_path / "run", load_config(tiny()))
+    try:
+        strategy = search.strategy
+        assert isinstance(strategy, Reinforce)
+        assert strategy.config.controller.tanh_constant == ONESHOT_REINFORCE["controller"]["tanh_constant"]
+        assert strategy.config.learning_rate == ONESHOT_REINFORCE["learning_rate"]
+        recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+        assert recorded["strategy_config"]["controller"]["tanh_constant"] == 1.5
+    finally:
+        search.close()

@@ -26,6 +26,10 @@ class OneShotConfig:
     training: SharedTrainConfig = SharedTrainConfig()
     """How the shared weights are trained (optimizer, schedule, augmentation, batch size).
     Its ``epochs`` must stay 1: the schedule's length is ``oneshot.epochs``."""
+    samples_per_epoch: int | None = None
+    """Training examples per epoch (None: the whole training split). Each epoch takes the
+    next window of a seeded permutation of the split, so short epochs -- more controller
+    rounds and checkpoints per pass over the data -- still see every example once per pass."""
     controller_steps: int = 10
     """Strategy rounds per epoch: ask the strategy's batch, reward each architecture with
     its shared-weight accuracy on one validation batch, tell the rewards (one REINFORCE
@@ -48,6 +52,8 @@ class OneShotConfig:
                      "calibration_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"oneshot.{name} must be at least 1, got {getattr(self, name)}")
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            raise ConfigError(f"oneshot.samples_per_epoch must be at least 1, got {self.samples_per_epoch}")
         if self.derive_val_samples is not None and self.derive_val_samples < 1:
             raise ConfigError(f"oneshot.derive_val_samples must be at least 1, got {self.derive_val_samples}")
         if self.training.epochs != 1:
