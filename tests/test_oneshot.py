@@ -438,3 +438,22 @@ def test_oneshot_reinforce_defaults_are_recorded_and_a_users_controller_keys_kee
         assert recorded["strategy_config"]["controller"]["tanh_constant"] == 1.5
     finally:
         search.close()
+
+
+def test_progress_says_how_far_derivation_is(tmp_path: Path) -> None:
+    import io
+
+    from nasrl.monitor import OneShotProgress
+
+    search = OneShotSearch.create(tmp_path / "run", load_config(tiny(**{"oneshot.epochs": 1})))
+    stream = io.StringIO()
+    search.listeners.append(OneShotProgress(search.space, stream))
+    try:
+        search.run()
+    finally:
+        search.close()
+    lines = stream.getvalue().splitlines()
+    deriving = [line for line in lines if line.startswith("deriving:")]
+    total = int(deriving[-1].split("/")[1].split()[0])
+    assert deriving and deriving[-1] == f"deriving: {total}/{total} candidates scored"
+    assert lines.index(deriving[-1]) < next(i for i, line in enumerate(lines) if line.startswith("derived "))

@@ -166,6 +166,11 @@ class OneShotProgress(OneShotListener):
         print(f"epoch {epoch}/{epochs}: {', '.join(parts)}; {_duration(seconds)}, ETA {_duration(eta)}",
               file=self.stream, flush=True)
 
+    def on_deriving(self, done: int, total: int) -> None:
+        # about five lines whatever the number of candidates
+        if done == total or done % max(1, total // 5) == 0:
+            print(f"deriving: {done}/{total} candidates scored", file=self.stream, flush=True)
+
     def on_derived(self, derived: Sequence[Derived]) -> None:
         print(f"derived {len(derived)} architectures (shared-weight validation accuracy):",
               file=self.stream, flush=True)

@@ -133,6 +133,9 @@ class OneShotListener:
 
     def on_update(self, round_: int, metrics: Mapping[str, float]) -> None: ...
 
+    def on_deriving(self, done: int, total: int) -> None:
+        """``done`` of ``total`` candidates scored while the result is derived."""
+
     def on_derived(self, derived: Sequence[Derived]) -> None: ...
 
     def close(self) -> None: ...
@@ -393,8 +396,11 @@ class OneShotSearch:
             raise NasrlError(f"none of the {len(unique)} architectures sampled from the final policy meets "
                              f"{', '.join(str(c) for c in self.objective.constraints if c.kind == 'hard')}; "
                              "raise oneshot.derive_samples or loosen the constraint, then nasrl resume")
-        scored = [(shared_accuracy(supernet, a, x, y, config, calibration=calibration), i, a)
-                  for i, a in enumerate(feasible)]
+        scored = []
+        for i, a in enumerate(feasible):
+            scored.append((shared_accuracy(supernet, a, x, y, config, calibration=calibration), i, a))
+            for listener in self.listeners:  # scoring takes minutes on a CPU: say how far it is
+                listener.on_deriving(i + 1, len(feasible))
         scored.sort(key=lambda s: (-s[0], s[1]))
         return [Derived(rank, a, acc, self._evaluate(a, acc, data).reward,
                         {"shared_val_acc": acc, "times_sampled": float(times[a.key]),
