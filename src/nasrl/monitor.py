@@ -79,6 +79,9 @@ class ProgressDisplay(RunListener):
             return
         if trial.state == "failed":
             what = f"FAILED ({trial.error})"
+        elif trial.state == "pruned":
+            epochs = trial.metrics.get("epochs_trained", 0)
+            what = f"pruned after {epochs:g} epochs, reward {format_reward(trial.reward)}"
         else:
             what = f"reward {format_reward(trial.reward)}"
             what += "" if trial.feasible else " (infeasible)"
