@@ -247,6 +247,56 @@ def test_bad_pruning_config_is_one_line_and_exit_2(tmp_path: Path, args: list[st
     assert not (tmp_path / "out").exists()
 
 
+# -- what people see ---------------------------------------------------------------------------------
+def grey_pixels(path: Path) -> int:
+    import matplotlib.pyplot as plt
+
+    image = plt.imread(path)[..., :3]
+    return int((abs(image - 0.7) < 0.02).all(axis=-1).sum())
+
+
+def test_the_learning_curve_plot_greys_the_pruned_children(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from nasrl.report import plot_curves
+    from nasrl.store.sqlite import Curve
+
+    class T:
+        def __init__(self, id_: int, state: str) -> None:
+            self.id, self.state = id_, state
+
+    complete = [Curve(1, "val_acc", [0.5, 0.7, 0.8])]
+    pruned = [Curve(2, "val_acc", [0.2]), Curve(3, "val_acc", [0.3, 0.35])]
+    trials = [T(1, "complete"), T(2, "pruned"), T(3, "pruned")]
+    assert plot_curves(complete + pruned, trials, tmp_path / "with.png")  # type: ignore[arg-type]
+    assert plot_curves(complete, trials, tmp_path / "without.png")  # type: ignore[arg-type]
+    assert not plot_curves([], trials, tmp_path / "none.png")  # type: ignore[arg-type]
+    assert grey_pixels(tmp_path / "with.png") > 50 + grey_pixels(tmp_path / "without.png")
+
+
+def test_status_and_report_of_a_search_with_pruning(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = cli("search", "--budget", "6", "--executor", "serial", "--strategy", "random", "--out", str(run),
+               "--set", "training.epochs=3", "--set", "training.max_train_samples=300",
+               "--set", "space_params.num_layers=2", "--set", "pruning.rule=median",
+               "--set", "pruning.min_trials=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    store = TrialStore(run / "runs.db", readonly=True)
+    pruned = store.counts()["pruned"]
+    store.close()
+    assert pruned > 0 and f"{pruned} pruned" in done.stdout and "pruned after" in done.stderr
+    status = cli("status", str(run), cwd=tmp_path)
+    assert status.returncode == 0 and "6/6 evaluated" in status.stdout and f"{pruned} pruned" in status.stdout
+    report = cli("report", str(run), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    page = (run / "report" / "index.html").read_text()
+    assert "curves.png" in page and f"{pruned} pruned" in page and (run / "report" / "curves.png").is_file()
+    ray = cli("resume", str(run), "--executor", "ray", cwd=tmp_path)  # Ray cannot prune
+    assert ray.returncode == 2 and "pruning needs the serial or process executor" in ray.stderr
+    assert len(ray.stderr.strip().splitlines()) == 1
+
+
 def test_a_run_from_before_pruning_still_resumes(tmp_path: Path, nb201_table_path: Path) -> None:
     import sqlite3
 
