@@ -292,6 +292,12 @@ def test_status_and_report_of_a_search_with_pruning(tmp_path: Path) -> None:
     assert report.returncode == 0, report.stderr
     page = (run / "report" / "index.html").read_text()
     assert "curves.png" in page and f"{pruned} pruned" in page and (run / "report" / "curves.png").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    tags = events.Tags()["scalars"]
+    assert len(events.Scalars("trial/pruned_reward")) == pruned
+    assert len(events.Scalars("trial/reward")) == 6 - pruned and "trial/epochs_trained" in tags
     ray = cli("resume", str(run), "--executor", "ray", cwd=tmp_path)  # Ray cannot prune
     assert ray.returncode == 2 and "pruning needs the serial or process executor" in ray.stderr
     assert len(ray.stderr.strip().splitlines()) == 1

@@ -131,10 +131,12 @@ class TensorBoardLogger(RunListener):
         if self.writer is None:
             return
         if trial.reward is not None:
-            self.writer.add_scalar("trial/reward", trial.reward, trial.id)
+            # a pruned child's reward reads a shorter schedule: kept apart from full ones
+            tag = "trial/pruned_reward" if trial.state == "pruned" else "trial/reward"
+            self.writer.add_scalar(tag, trial.reward, trial.id)
         if best is not None:
             self.writer.add_scalar("search/best_reward", best, counts["evaluated"])
-        for key in ("val_acc", "params", "train_seconds"):
+        for key in ("val_acc", "params", "train_seconds", "epochs_trained"):
             if key in trial.metrics:
                 self.writer.add_scalar(f"trial/{key}", trial.metrics[key], trial.id)
 
