@@ -113,30 +113,55 @@ def trials_and_curves(run_dir: Path) -> tuple[list[Any], dict[int, list[float]]]
 MEDIAN_DIGITS = {"rule": "median", "warmup_epochs": 1, "min_trials": 2}
 
 
+def assert_pruned_as_the_rule_says(trials: list[Any], curves: dict[int, list[float]], rule: PruningConfig,
+                                   epochs: int, higher_is_better: bool = True) -> None:
+    """Replays a serial run: every child went on after each epoch but its last, and stopped
+    early exactly when the rule, given the curves of the children before it, said so."""
+    for t in trials:
+        curve = curves[t.id]
+        earlier = [curves[u.id] for u in trials if u.id < t.id]  # serial: all finished before it
+        assert not any(should_prune(rule, curve[:e], epochs, earlier, higher_is_better)
+                       for e in range(1, len(curve)))
+        if t.state == "pruned":
+            assert should_prune(rule, curve, epochs, earlier, higher_is_better)
+            assert t.metrics["epochs_trained"] == len(curve) < epochs
+        else:
+            assert t.state == "complete" and len(curve) == epochs
+
+
 def test_a_serial_search_prunes_exactly_where_the_rule_says(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     run_search(tmp_path / "run", digits(MEDIAN_DIGITS))
     trials, curves = trials_and_curves(tmp_path / "run")
     states = [t.state for t in trials]
     assert states.count("pruned") >= 2 and states.count("complete") >= 2, states
-    rule = PruningConfig(**MEDIAN_DIGITS)  # type: ignore[arg-type]
+    assert_pruned_as_the_rule_says(trials, curves, PruningConfig(**MEDIAN_DIGITS), 4)  # type: ignore[arg-type]
     for t in trials:
-        curve = curves[t.id]
-        earlier = [curves[u.id] for u in trials if u.id < t.id]  # serial: all finished before it
-        # it continued after every epoch but its last, and stopped there only if the rule said so
-        assert not any(should_prune(rule, curve[:e], 4, earlier) for e in range(1, len(curve)))
         if t.state == "pruned":
-            assert should_prune(rule, curve, 4, earlier)
-            assert t.metrics["epochs_trained"] == len(curve) < 4
-            assert t.metrics["val_acc"] == pytest.approx(curve[-1])
-            assert t.reward == pytest.approx(max(curve) ** 3)  # the objective on the epochs it trained
-        else:
-            assert t.state == "complete" and len(curve) == 4
+            assert t.metrics["val_acc"] == pytest.approx(curves[t.id][-1])
+            assert t.reward == pytest.approx(max(curves[t.id]) ** 3)  # the objective on the epochs it trained
     store = TrialStore(tmp_path / "run" / "runs.db", readonly=True)
     counts, best = store.counts(), store.best(8)
     store.close()
     assert counts["evaluated"] == 8 and counts["pruned"] == states.count("pruned")
     assert best and all(b.state == "complete" for b in best)  # a pruned child is never a best
+
+
+def test_a_recurrent_cell_search_prunes_on_perplexity(tmp_path: Path, ptb_dir: Path) -> None:
+    torch.set_num_threads(1)
+    rule = {"rule": "asha", "min_epochs": 1, "eta": 2}
+    config = load_config({
+        "space": "rnn_cell", "dataset": "ptb", "data_dir": str(ptb_dir), "train_on_valid": True, "budget": 5,
+        "executor": "serial", "seed": 2, "strategy": "random", "pruning": rule,
+        "lm_training": {"epochs": 3, "max_train_tokens": 3000},
+        "build_options": {"hidden_size": 16, "embedding_size": 16}})
+    run_search(tmp_path / "run", config)
+    trials, curves = trials_and_curves(tmp_path / "run")
+    store = TrialStore(tmp_path / "run" / "runs.db", readonly=True)
+    assert {c.metric for c in store.curves()} == {"val_ppl"}
+    store.close()
+    assert any(t.state == "pruned" for t in trials), [t.state for t in trials]
+    assert_pruned_as_the_rule_says(trials, curves, PruningConfig(**rule), 3, higher_is_better=False)  # type: ignore[arg-type]
 
 
 class InterruptAt(Evaluator):
