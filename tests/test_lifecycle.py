@@ -282,7 +282,7 @@ class Epochs(Evaluator):
 
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         for epoch in range(1, 4):
-            report_epoch(epoch, 3, 0.5 * epoch)
+            report_epoch(epoch, 3, 0.5 * epoch, {"val_acc": 0.1 * epoch})
         return EvalResult("complete", {"val_acc": 0.5})
 
 
@@ -300,7 +300,8 @@ def test_the_process_pool_passes_epoch_reports_to_the_driver_before_the_result()
     finally:
         executor.close()
     assert [r[0] for r in results] == [4] and results[0][1].ok
-    assert events == [(4, 1, 3, 0.5), (4, 2, 3, 1.0), (4, 3, 3, 1.5), ("result",)]
+    assert events == [(4, 1, 3, 0.5, {"val_acc": 0.1}), (4, 2, 3, 1.0, {"val_acc": 0.2}),
+                      (4, 3, 3, 1.5, {"val_acc": 0.30000000000000004}), ("result",)]
 
 
 def test_a_training_search_shows_epochs_inside_running_trials(tmp_path: Path) -> None:

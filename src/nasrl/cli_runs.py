@@ -245,7 +245,8 @@ def _run(search: Any, quiet: bool) -> int:
         return exit_code(stop)
     counts = result.counts
     print(
-        f"done: {counts['evaluated']} evaluated ({counts['failed']} failed, {counts['reused']} reused) "
+        f"done: {counts['evaluated']} evaluated ({counts['failed']} failed, {counts['pruned']} pruned, "
+        f"{counts['reused']} reused) "
         f"in {result.seconds:.1f}s; controller and store {result.overhead_seconds:.2f}s"
     )
     if result.best is None:
@@ -292,8 +293,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(view.reward_note)
     print(
         f"trials: {counts['evaluated']}/{cfg['budget']} evaluated, {counts['complete']} complete, "
-        f"{counts['failed']} failed, {counts['running']} running, {counts['queued']} queued, "
-        f"{counts['reused']} reused"
+        f"{counts['failed']} failed, {counts['pruned']} pruned, {counts['running']} running, "
+        f"{counts['queued']} queued, {counts['reused']} reused"
     )
     if state.startswith("running"):
         from nasrl.monitor import epoch_line

@@ -79,6 +79,9 @@ class ProgressDisplay(RunListener):
             return
         if trial.state == "failed":
             what = f"FAILED ({trial.error})"
+        elif trial.state == "pruned":
+            epochs = trial.metrics.get("epochs_trained", 0)
+            what = f"pruned after {epochs:g} epochs, reward {format_reward(trial.reward)}"
         else:
             what = f"reward {format_reward(trial.reward)}"
             what += "" if trial.feasible else " (infeasible)"
@@ -128,10 +131,12 @@ class TensorBoardLogger(RunListener):
         if self.writer is None:
             return
         if trial.reward is not None:
-            self.writer.add_scalar("trial/reward", trial.reward, trial.id)
+            # a pruned child's reward reads a shorter schedule: kept apart from full ones
+            tag = "trial/pruned_reward" if trial.state == "pruned" else "trial/reward"
+            self.writer.add_scalar(tag, trial.reward, trial.id)
         if best is not None:
             self.writer.add_scalar("search/best_reward", best, counts["evaluated"])
-        for key in ("val_acc", "params", "train_seconds"):
+        for key in ("val_acc", "params", "train_seconds", "epochs_trained"):
             if key in trial.metrics:
                 self.writer.add_scalar(f"trial/{key}", trial.metrics[key], trial.id)
 

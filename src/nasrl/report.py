@@ -17,7 +17,7 @@ import numpy as np
 from nasrl.objectives import format_number, format_reward
 from nasrl.runs import RunView
 from nasrl.spaces.base import Categorical, SearchSpace, SkipSet
-from nasrl.store.sqlite import Trial
+from nasrl.store.sqlite import Curve, Trial
 
 
 def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -168,6 +168,43 @@ def plot_front(view: RunView, axes: list[str], front: list[Trial], path: Path) -
     return True
 
 
+def plot_curves(curves: list[Curve], trials: list[Trial], path: Path) -> bool:
+    """Every trial's validation metric per epoch; pruned children in grey, so what the
+    pruning rule stopped (and when) shows against the curves that ran their schedule."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    if not curves:
+        return False
+    states = {t.id: t.state for t in trials}
+    accuracy = curves[0].metric == "val_acc"
+    scale = 100.0 if accuracy else 1.0
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    seen: set[str] = set()
+    # pruned ones first, so the curves that completed are drawn over them
+    for curve in sorted(curves, key=lambda c: states.get(c.trial_id) != "pruned"):
+        state = states.get(curve.trial_id, "running")
+        style = ({"color": "0.7", "linewidth": 0.8, "zorder": 1} if state == "pruned"
+                 else {"color": "C3" if state == "failed" else "C0", "linewidth": 1.0, "alpha": 0.6,
+                       "zorder": 2})
+        label = state if state not in seen else None
+        seen.add(state)
+        epochs = np.arange(1, len(curve.values) + 1)
+        ax.plot(epochs, scale * np.asarray(curve.values, dtype=float), marker=".", markersize=3,
+                label=label, **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ylabel = "validation accuracy (%)" if accuracy else "validation perplexity"
+    ax.set(title="learning curves (pruned children in grey)", xlabel="epoch", ylabel=ylabel)
+    if not accuracy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_report(view: RunView) -> Path:
     import matplotlib
 
@@ -186,6 +223,8 @@ def write_report(view: RunView) -> Path:
         plots.append("entropy.png")
     if plot_choices(trials, space, out / "choices.png"):
         plots.append("choices.png")
+    if plot_curves(store.curves(), trials, out / "curves.png"):
+        plots.append("curves.png")
     page = out / "index.html"
     page.write_text(_html(view, info, plots, axes, front))
     return page
@@ -247,7 +286,7 @@ def _html(view: RunView, info: dict[str, Any], plots: list[str], axes: list[str]
 tr:nth-child(even){{background:#f3f3f3}}code{{font-size:85%}}</style></head><body>
 <h1>nasrl run <code>{html.escape(str(run_dir))}</code></h1>
 <p>{html.escape(state)}; {counts["evaluated"]} of {info["config"]["budget"]} evaluated,
-{counts["failed"]} failed, {counts["reused"]} reused; seed {info["seed"]};
+{counts["failed"]} failed, {counts["pruned"]} pruned, {counts["reused"]} reused; seed {info["seed"]};
 nasrl {html.escape(info["version"])}</p>
 <p>{html.escape(view.reward_note)}</p>
 <h2>Leaderboard</h2>

@@ -8,7 +8,8 @@ Because the strategy state before a round determines what it asks, a resumed run
 the interrupted round and gets the same architectures back: finished trials keep their
 results, unfinished ones run again with the same seeds. Results never depend on the order
 in which workers finish, so serial, process-pool and Ray runs with one seed give the same
-trials.
+trials -- except with pruning on the process pool, where whether a child is stopped
+depends on what the others have reported by then (see :mod:`nasrl.pruning`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from nasrl.execution import Executor, Task, make_executor
 from nasrl.lock import RunLock
 from nasrl.objectives import Objective, ObjectiveConfig
 from nasrl.oneshot.config import OneShotConfig
+from nasrl.pruning import HIGHER_IS_BETTER, PruningConfig, should_prune
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 from nasrl.spaces.registry import get_space
 from nasrl.store.sqlite import Progress, StoreError, Trial, TrialState, TrialStore
@@ -90,6 +92,9 @@ class SearchConfig:
     reuse_results: bool = True
     failure_reward: float | None = None
     """Reward told for a failed trial; None leaves it out of the update."""
+    pruning: PruningConfig = PruningConfig()  # noqa: RUF009  (frozen, so sharing it is safe)
+    """Early stopping of poor children (:mod:`nasrl.pruning`); off by default. A pruned
+    child counts as evaluated in the budget."""
     trial_timeout: float | None = None
     max_retries: int = 2
     device: str = "auto"
@@ -116,6 +121,14 @@ class SearchConfig:
                                   "cannot be stopped)")
         if self.failure_reward is not None and not math.isfinite(self.failure_reward):
             raise ConfigError(f"failure_reward must be a number, got {self.failure_reward}")
+        if self.pruning.enabled:
+            if self.evaluator == "tabular":
+                raise ConfigError("pruning needs trained children (evaluator training): a table "
+                                  "has no learning curves")
+            if self.executor == "ray":
+                # a Ray task reports nothing until it ends, so no decision could reach it
+                raise ConfigError("pruning needs the serial or process executor (Ray runs "
+                                  "cannot stop a child between epochs)")
 
 
 def load_config(values: Mapping[str, Any]) -> SearchConfig:
@@ -295,6 +308,8 @@ class Search:
         self.strategy = strategy
         self.objective = make_objective(config)
         self.listeners: list[RunListener] = []
+        self.curves: dict[int, list[float]] = {}
+        """Learning curves the pruning rule compares against (trial id -> metric per epoch)."""
         _restrict_to_table(strategy, config, space, self.objective)
 
     # -- opening runs ------------------------------------------------------------------------
@@ -418,6 +433,7 @@ class Search:
         store, cfg = self.store, self.config
         store.set_status("running")
         store.requeue_unfinished()
+        self._load_curves()
         round_, asked, state = store.strategy_state()
         try:
             self.strategy.load_state_dict(state)
@@ -446,6 +462,7 @@ class Search:
                         )
                     if not started:
                         executor.on_progress = self._on_progress
+                        executor.stoppable = cfg.pruning.enabled
                         executor.start(evaluator or make_evaluator(cfg, self.space), store.mark_running)
                         started = True
                     overhead += self._evaluate(executor, round_, todo, submitted)
@@ -547,20 +564,42 @@ class Search:
             raise NasrlError(f"round {round_}: trials {sorted(waiting)} were never run (executor lost them)")
         return overhead
 
-    def _on_progress(self, trial_id: int, epoch: int, epochs: int, seconds: float) -> None:
-        """An epoch finished inside a running trial: stored for ``nasrl status``, shown live."""
+    def _load_curves(self) -> None:
+        """The curves of finished trials: a trial re-queued after a crash starts a fresh one
+        when it runs again, so until then its old one is not compared against (as in an
+        uninterrupted serial run, where only finished trials have curves when one is judged)."""
+        finished = {t.id for t in self.store.trials() if t.finished}
+        self.curves = {c.trial_id: c.values for c in self.store.curves() if c.trial_id in finished}
+
+    def _on_progress(self, trial_id: int, epoch: int, epochs: int, seconds: float,
+                     metrics: Mapping[str, float]) -> bool:
+        """An epoch finished inside a running trial: stored for ``nasrl status`` and the
+        learning curves, shown live; returns whether the pruning rule stops the trial."""
         self.store.set_progress(trial_id, epoch, epochs, seconds)
         for listener in self.listeners:
             listener.on_epoch(Progress(trial_id, epoch, epochs, seconds))
+        metric = next((m for m in HIGHER_IS_BETTER if m in metrics), None)
+        if metric is None:
+            return False
+        value = float(metrics[metric])
+        self.store.add_epoch(trial_id, epoch, metric, value, seconds)
+        curve = self.curves.setdefault(trial_id, [])
+        del curve[epoch - 1:]  # a new attempt of the trial reports from epoch 1 again
+        curve.append(value if math.isfinite(value) else math.nan)
+        others = (c for t, c in self.curves.items() if t != trial_id)
+        return should_prune(self.config.pruning, curve, epochs, others, HIGHER_IS_BETTER[metric])
 
     def _record(self, trial_id: int, result: EvalResult) -> None:
         """Store a result with the reward the objective gives it (the only reward computed)."""
         state: TrialState = "failed"
         reward, feasible, error = None, True, result.error
-        if result.ok:
+        if result.ok or result.status == "pruned":
             value = self.objective.evaluate(result.metrics)
             if value.error is None:
                 state, reward, feasible = "complete", value.reward, value.feasible
+                if result.status == "pruned":
+                    # stored either way (shown, never a best); told only as pruned_reward says
+                    state = "pruned"
             error = value.error
         if state == "failed" and error is None:
             error = "the evaluation failed without an error message"
@@ -583,6 +622,9 @@ class Search:
         return self.store.trials(round_=trials[0].round) if trials else trials
 
     def _observation(self, trial: Trial) -> Observation:
+        if trial.state == "pruned":
+            told = trial.reward if self.config.pruning.pruned_reward == "last" else None
+            return Observation(trial.arch, told)
         reward = trial.reward if trial.state == "complete" else self.config.failure_reward
         return Observation(trial.arch, reward)
 
@@ -644,6 +686,7 @@ def _round_stats(trials: list[Trial]) -> dict[str, float]:
     out = {
         "round/trials": float(len(trials)),
         "round/failed": float(sum(t.state == "failed" for t in trials)),
+        "round/pruned": float(sum(t.state == "pruned" for t in trials)),
     }
     if rewards:
         out["round/reward_mean"] = float(np.mean(rewards))

@@ -8,7 +8,7 @@ seconds). It never computes a reward: :mod:`nasrl.objectives` does, in one place
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -18,7 +18,9 @@ from nasrl.spaces.base import Architecture
 
 @dataclass(frozen=True)
 class EvalResult:
-    status: Literal["complete", "failed"]
+    status: Literal["complete", "failed", "pruned"]
+    """pruned: training stopped early because the search told it to (:func:`report_epoch`
+    returned True); ``metrics`` are those at stopping."""
     metrics: dict[str, float] = field(default_factory=dict)
     cost: float = 0.0
     """Seconds the evaluation took (or would have taken, for a table)."""
@@ -34,8 +36,9 @@ class Evaluator(abc.ABC):
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult: ...
 
 
-EpochReport = Callable[[int, int, float], None]
-"""(epochs done, epochs in all, seconds since the trial started)."""
+EpochReport = Callable[[int, int, float, Mapping[str, float]], bool]
+"""(epochs done, epochs in all, seconds since the trial started, the validation metric
+after this epoch: {"val_acc": ...} or {"val_ppl": ...}) -> True when the search says stop."""
 _epoch_report: EpochReport | None = None
 
 
@@ -51,7 +54,9 @@ def epoch_reports(report: EpochReport | None) -> Iterator[None]:
         _epoch_report = before
 
 
-def report_epoch(done: int, total: int, seconds: float) -> None:
-    """An evaluator's progress inside a trial (a long trial must not look hung)."""
-    if _epoch_report is not None:
-        _epoch_report(done, total, seconds)
+def report_epoch(done: int, total: int, seconds: float, metrics: Mapping[str, float] | None = None) -> bool:
+    """An evaluator's progress inside a trial (a long trial must not look hung) and the
+    point of its learning curve. True: the search pruned the child, stop training it."""
+    if _epoch_report is None:
+        return False
+    return bool(_epoch_report(done, total, seconds, dict(metrics or {})))

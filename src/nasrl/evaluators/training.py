@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -84,23 +84,26 @@ class TrainingEvaluator(Evaluator):
         result: TrainResult
         model: nn.Module | None
         if isinstance(data, TextData):
+            reporter = _Reporter(self.lm_config.epochs)
             result, model = train_cell(self.space, arch, data, self.lm_config, seed=seed, device=self.device,
-                                       build_options=self.build_options,
-                                       on_epoch=_reporter(self.lm_config.epochs))
+                                       build_options=self.build_options, on_epoch=reporter)
             shape: tuple[int, ...] = (self.lm_config.bptt,)
         else:
             screened = self._screen(arch, data)
             if screened is not None:
                 return screened
+            reporter = _Reporter(self.config.epochs)
             result, model = train_architecture(self.space, arch, data, self.config, seed=seed,
                                                device=self.device, build_options=self.build_options,
-                                               on_epoch=_reporter(self.config.epochs))
+                                               on_epoch=reporter)
             shape = data.input_shape
         metrics = result.metrics()
         if result.ok and model is not None and self.latency is not None:
             metrics["latency_ms"] = self._latency(model, shape, isinstance(data, TextData))
-        return EvalResult("complete" if result.ok else "failed", metrics, cost=result.wall_time,
-                          error=result.error)
+        status: Literal["complete", "failed", "pruned"] = "complete" if result.ok else "failed"
+        if result.ok and reporter.stopped_at is not None:
+            status, metrics["epochs_trained"] = "pruned", float(reporter.stopped_at)
+        return EvalResult(status, metrics, cost=result.wall_time, error=result.error)
 
     def _screen(self, arch: Architecture, data: ImageData) -> EvalResult | None:
         """The child's static costs, untrained, when they break a hard limit; else None.
@@ -134,8 +137,22 @@ class TrainingEvaluator(Evaluator):
         return architecture_latency(model, example, self.latency, self._table)
 
 
-def _reporter(epochs: int) -> Any:
-    def on_epoch(epoch: int, result: TrainResult) -> None:
-        report_epoch(epoch + 1, epochs, result.wall_time)
+class _Reporter:
+    """The trainer's per-epoch callback: reports the epoch and its validation metric to the
+    search, and remembers when the search said stop (the child is then pruned)."""
 
-    return on_epoch
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.stopped_at: int | None = None
+
+    def __call__(self, epoch: int, result: TrainResult) -> bool:
+        metrics: dict[str, float] = {}
+        if result.val_acc:
+            metrics["val_acc"] = result.val_acc[-1]
+        elif "val_ppl" in result.extra:
+            metrics["val_ppl"] = result.extra["val_ppl"]
+        # the last epoch is never a stop: the child has finished its schedule anyway
+        if report_epoch(epoch + 1, self.epochs, result.wall_time, metrics) and epoch + 1 < self.epochs:
+            self.stopped_at = epoch + 1
+            return True
+        return False

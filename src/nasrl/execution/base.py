@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import abc
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nasrl.evaluators.base import EvalResult, Evaluator
 from nasrl.spaces.base import Architecture
 
-Progress = Callable[[int, int, int, float], None]
-"""(trial id, epochs done, epochs in all, seconds since the trial started)."""
+Progress = Callable[[int, int, int, float, Mapping[str, float]], bool | None]
+"""(trial id, epochs done, epochs in all, seconds since the trial started, the epoch's
+validation metric) -> True when the trial should stop (pruned)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Executor(abc.ABC):
         self._on_start: Callable[[int], None] | None = None
         self.on_progress: Progress | None = None
         """Told of each epoch a running trial finishes, where the executor can tell (not Ray)."""
+        self.stoppable = False
+        """Set when ``on_progress`` may answer stop (pruning): a pool worker then waits for
+        the driver's answer after each epoch; otherwise it never waits."""
 
     @property
     @abc.abstractmethod
@@ -62,9 +66,12 @@ class Executor(abc.ABC):
         if self._on_start is not None:
             self._on_start(trial_id)
 
-    def progress(self, trial_id: int, done: int, total: int, seconds: float) -> None:
-        if self.on_progress is not None:
-            self.on_progress(trial_id, done, total, seconds)
+    def progress(self, trial_id: int, done: int, total: int, seconds: float,
+                 metrics: Mapping[str, float] | None = None) -> bool:
+        """Pass an epoch report on; True when the driver says the trial should stop."""
+        if self.on_progress is None:
+            return False
+        return bool(self.on_progress(trial_id, done, total, seconds, dict(metrics or {})))
 
     def close(self) -> None:  # noqa: B027  (optional hook: the serial executor has nothing to stop)
         """Stop workers; unfinished tasks are dropped (a resumed run re-queues them)."""

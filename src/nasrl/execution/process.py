@@ -16,12 +16,12 @@ import pickle
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from nasrl.evaluators.base import EvalResult, Evaluator, epoch_reports
+from nasrl.evaluators.base import EpochReport, EvalResult, Evaluator, epoch_reports
 from nasrl.execution.base import Executor, Task, safe_evaluate, timed_out
 from nasrl.spaces.base import Architecture
 
@@ -49,18 +49,29 @@ def _worker_main(conn: Connection, evaluator_blob: bytes, threads: int, parent_p
             return
         if message is None:
             return
-        trial_id, arch_json, seed = message
-        with epoch_reports(_epoch_sender(conn, trial_id)):
+        trial_id, arch_json, seed, stoppable = message
+        with epoch_reports(_epoch_sender(conn, trial_id, stoppable)):
             result = safe_evaluate(evaluator, Architecture.from_json(arch_json), seed)
-        conn.send((trial_id, result))
+        try:
+            conn.send((trial_id, result))
+        except OSError:
+            return  # the driver is gone (it re-runs unfinished trials when resumed)
 
 
 EPOCH = "epoch"  # tags a progress message; a result is a (trial id, EvalResult) pair
 
 
-def _epoch_sender(conn: Connection, trial_id: int) -> Callable[[int, int, float], None]:
-    def send(done: int, total: int, seconds: float) -> None:
-        conn.send((EPOCH, trial_id, done, total, seconds))
+def _epoch_sender(conn: Connection, trial_id: int, stoppable: bool) -> EpochReport:
+    def send(done: int, total: int, seconds: float, metrics: Mapping[str, float]) -> bool:
+        conn.send((EPOCH, trial_id, done, total, seconds, dict(metrics)))
+        if not stoppable:
+            return False
+        # pruning: the driver answers every report (continue or stop) before this child
+        # trains another epoch, so the decision reaches it between two epochs
+        try:
+            return bool(conn.recv())
+        except (EOFError, OSError):
+            return True  # the driver is gone: nobody will read this child's result
 
     return send
 
@@ -130,7 +141,7 @@ class ProcessExecutor(Executor):
                 task = self.queue.popleft()
                 worker.task, worker.started = task, time.monotonic()
                 self.attempts[task.trial_id] = self.attempts.get(task.trial_id, 0) + 1
-                worker.conn.send((task.trial_id, task.arch.to_json(), task.seed))
+                worker.conn.send((task.trial_id, task.arch.to_json(), task.seed, self.stoppable))
                 self.on_start(task.trial_id)
 
     def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
@@ -162,7 +173,10 @@ class ProcessExecutor(Executor):
                     pass  # died while sending: handled as a death below
                 else:
                     if message[0] == EPOCH:
-                        self.progress(*message[1:])
+                        stop = self.progress(*message[1:])
+                        if self.stoppable:
+                            with contextlib.suppress(OSError):  # died meanwhile: handled as a death
+                                worker.conn.send(stop)
                         continue  # still running; its result comes later
                     worker.task = None
                     done.append(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 
 from nasrl.evaluators.base import EvalResult, epoch_reports
 from nasrl.execution.base import Executor, Task, safe_evaluate
@@ -31,5 +32,9 @@ class SerialExecutor(Executor):
         assert self.evaluator is not None, "start() the executor first"
         task = self.queue.popleft()
         self.on_start(task.trial_id)
-        with epoch_reports(lambda done, total, s: self.progress(task.trial_id, done, total, s)):
+        # the driver decides in this very call, between two epochs: pruning is deterministic
+        def report(done: int, total: int, seconds: float, metrics: Mapping[str, float]) -> bool:
+            return self.progress(task.trial_id, done, total, seconds, metrics)
+
+        with epoch_reports(report):
             return [(task.trial_id, safe_evaluate(self.evaluator, task.arch, task.seed))]

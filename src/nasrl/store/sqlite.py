@@ -1,6 +1,7 @@
 """The trial store: one SQLite database (WAL) per run, the single source of truth.
 
-Trials move queued -> running -> complete | failed. A search round is committed in one
+Trials move queued -> running -> complete | failed | pruned (stopped early by the search's
+pruning rule, see :mod:`nasrl.pruning`). A search round is committed in one
 transaction that marks its trials as told and saves the strategy state they produced, so
 after a crash (``kill -9`` included) the database holds either the round's update and its
 trials' results together, or neither update; completed trials are never lost because each
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,13 +27,18 @@ import torch
 from nasrl.errors import NasrlError
 from nasrl.spaces.base import Architecture
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2 (nasrl 0.2): trials.feasible. 3: the one-shot tables (checkpoint, epochs, derived),
 only added, so a version 2 database is still read and resumed as it is (its schema number
-stays 2). Version 1 databases (nasrl 0.1) are read, never written."""
-READABLE_SCHEMAS = (1, 2, 3)
-TrialState = Literal["queued", "running", "complete", "failed"]
-STATES: tuple[TrialState, ...] = ("queued", "running", "complete", "failed")
+stays 2). 4: the trial state 'pruned' (in the trials table's CHECK, which SQLite cannot
+alter in place) and the per-epoch table trial_epochs. A version 2 or 3 database keeps its
+number and its CHECK: its config has no pruning, which a resume cannot switch on, so it
+never stores a pruned trial; trial_epochs is created in it by the first epoch report.
+Version 1 databases (nasrl 0.1) are read, never written."""
+READABLE_SCHEMAS = (1, 2, 3, 4)
+TrialState = Literal["queued", "running", "complete", "failed", "pruned"]
+STATES: tuple[TrialState, ...] = ("queued", "running", "complete", "failed", "pruned")
+FINISHED: tuple[TrialState, ...] = ("complete", "failed", "pruned")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -49,7 +56,7 @@ CREATE TABLE IF NOT EXISTS trials (
     arch_key TEXT NOT NULL,
     arch TEXT NOT NULL,
     seed INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'complete', 'failed')),
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'complete', 'failed', 'pruned')),
     reward REAL,
     metrics TEXT NOT NULL DEFAULT '{}',
     error TEXT,
@@ -112,6 +119,29 @@ CREATE TABLE IF NOT EXISTS progress (
 """Epochs done by running trials. Added by the first report rather than in SCHEMA, so
 runs written before it need no migration (readers find no table and report nothing)."""
 
+TRIAL_EPOCHS_TABLE = """
+CREATE TABLE IF NOT EXISTS trial_epochs (
+    trial_id INTEGER NOT NULL REFERENCES trials(id),
+    epoch INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (trial_id, epoch)
+)
+"""
+"""Each trial's learning curve: the validation metric (val_acc, or val_ppl for language
+models) after each epoch of its current attempt. Created like the progress table, by the
+first report, so older runs gain it without a migration."""
+
+
+@dataclass(frozen=True)
+class Curve:
+    trial_id: int
+    metric: str
+    """val_acc (higher is better) or val_ppl (lower is better)."""
+    values: list[float]
+    """The metric after epochs 1, 2, ... (NaN where it was not finite)."""
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -153,7 +183,8 @@ class Trial:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("complete", "failed")
+        """Done for good: a resumed run re-runs only trials that are not."""
+        return self.state in FINISHED
 
 
 def _trial(row: sqlite3.Row) -> Trial:
@@ -211,6 +242,7 @@ class TrialStore:
         self.path = Path(path)
         self._feasible_column: bool | None = None
         self._progress_table = False
+        self._epochs_table = False
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no run database here")
         try:
@@ -376,10 +408,15 @@ class TrialStore:
         return ids
 
     def mark_running(self, trial_id: int) -> None:
-        self.db.execute(
-            "UPDATE trials SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
-            (time.time(), trial_id),
-        )
+        """A (re)started attempt: its learning curve starts again (the child trains from
+        scratch), while until now the previous attempt's showed where it stood."""
+        self._ensure_epochs_table()
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE trials SET state = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (time.time(), trial_id),
+            )
+            db.execute("DELETE FROM trial_epochs WHERE trial_id = ?", (trial_id,))
 
     def finish(
         self,
@@ -391,8 +428,8 @@ class TrialStore:
         cost: float | None,
         feasible: bool = True,
     ) -> None:
-        if state not in ("complete", "failed"):
-            raise ValueError(f"finish: state must be complete or failed, not {state!r}")
+        if state not in FINISHED:
+            raise ValueError(f"finish: state must be one of {', '.join(FINISHED)}, not {state!r}")
         self.db.execute(
             "UPDATE trials SET state = ?, reward = ?, metrics = ?, error = ?, cost = ?, finished_at = ?, "
             "feasible = ? WHERE id = ?",
@@ -407,6 +444,35 @@ class TrialStore:
             "INSERT OR REPLACE INTO progress VALUES (?, ?, ?, ?, ?)",
             (trial_id, epoch, epochs, seconds, time.time()),
         )
+
+    def _ensure_epochs_table(self) -> None:
+        if not self._epochs_table:
+            self.db.execute(TRIAL_EPOCHS_TABLE)
+            self._epochs_table = True
+
+    def add_epoch(self, trial_id: int, epoch: int, metric: str, value: float, seconds: float) -> None:
+        """One point of a running trial's learning curve (epochs count from 1)."""
+        self._ensure_epochs_table()
+        self.db.execute(
+            "INSERT OR REPLACE INTO trial_epochs VALUES (?, ?, ?, ?, ?)",
+            (trial_id, epoch, metric, value if math.isfinite(value) else None, seconds),
+        )
+
+    def curves(self) -> list[Curve]:
+        """Every trial's learning curve (its current or last attempt), by trial id."""
+        try:
+            rows = self.db.execute(
+                "SELECT trial_id, epoch, metric, value FROM trial_epochs ORDER BY trial_id, epoch"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # a run written before learning curves were stored
+        out: list[Curve] = []
+        for row in rows:
+            if not out or out[-1].trial_id != row["trial_id"]:
+                out.append(Curve(row["trial_id"], row["metric"], []))
+            value = row["value"]
+            out[-1].values.append(math.nan if value is None else float(value))
+        return out
 
     def progress(self) -> list[Progress]:
         """The latest epoch report of each running trial (from its current attempt)."""
@@ -451,12 +517,15 @@ class TrialStore:
         return None if row is None else _trial(row)
 
     def counts(self) -> dict[str, int]:
-        """Trials per state, and 'evaluated' = finished trials that were not reused (the budget)."""
+        """Trials per state, and 'evaluated' = finished (complete, failed or pruned) trials that
+        were not reused (the budget)."""
         out: dict[str, int] = dict.fromkeys(STATES, 0)
         for row in self.db.execute("SELECT state, COUNT(*) AS n FROM trials GROUP BY state"):
             out[row["state"]] = row["n"]
+        # a pruned child was evaluated too: it took a place in the budget and its training time
         out["evaluated"] = self.db.execute(
-            "SELECT COUNT(*) FROM trials WHERE reused_from IS NULL AND state IN ('complete', 'failed')"
+            "SELECT COUNT(*) FROM trials WHERE reused_from IS NULL "
+            "AND state IN ('complete', 'failed', 'pruned')"
         ).fetchone()[0]
         out["reused"] = self.db.execute(
             "SELECT COUNT(*) FROM trials WHERE reused_from IS NOT NULL"

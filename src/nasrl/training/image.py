@@ -160,7 +160,8 @@ def train_epoch(model: nn.Module, data: ImageData, train_x: Tensor, train_y: Ten
     return loss_sum / max(1, steps), step
 
 
-EpochCallback = Callable[[int, TrainResult], None]
+EpochCallback = Callable[[int, TrainResult], bool | None]
+"""Called after each epoch; returning True stops training there (the child was pruned)."""
 
 
 def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed: int,
@@ -197,7 +198,8 @@ def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed:
                 result.val_acc.append(evaluate_accuracy(model, data.val_x, data.val_y, config))
             if on_epoch is not None:
                 result.wall_time = time.perf_counter() - start
-                on_epoch(epoch, result)
+                if on_epoch(epoch, result):
+                    break  # pruned: the caller stops this child here, with what it has
         if validate:
             result.extra["val_acc_max_last"] = max_last(result.val_acc, config)
         if test:

@@ -109,7 +109,8 @@ def init_output_bias(model: nn.Module, tokens: Tensor, vocab_size: int) -> None:
             decoder.bias.copy_((counts / counts.sum()).log())
 
 
-EpochCallback = Callable[[int, TrainResult], None]
+EpochCallback = Callable[[int, TrainResult], bool | None]
+"""Called after each epoch; returning True stops training there (the child was pruned)."""
 
 
 def train_language_model(
@@ -151,7 +152,8 @@ def train_language_model(
             result.extra = {"val_ppl": ppl, "val_ppl_best": best}
             if on_epoch is not None:
                 result.wall_time = time.perf_counter() - start
-                on_epoch(epoch, result)
+                if on_epoch(epoch, result):
+                    break  # pruned: the caller stops this child here, with what it has
         if not math.isfinite(best):
             raise Diverged("validation perplexity is not finite")
         if test:
