@@ -112,7 +112,8 @@ def final(args: argparse.Namespace) -> None:
 
     arch_file.write_text(json.dumps(document(view, view.store.derived()[0]), indent=2) + "\n")
     start = time.perf_counter()
-    code = nasrl(["train", "--arch", str(arch_file), "--dataset", view.config.dataset or "digits", "--data-dir",
+    dataset = view.config.dataset or "digits"
+    code = nasrl(["train", "--arch", str(arch_file), "--dataset", dataset, "--data-dir",
                   str(args.data_dir), "--final", "--epochs", str(args.final_epochs), "--lr", "0.1",
                   "--build", f"width={args.final_width}", "--build", f"depth={args.final_depth}",
                   "--seed", str(args.seed), "--threads", str(args.threads), "--save"])
