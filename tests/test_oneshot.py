@@ -457,3 +457,29 @@ def test_progress_says_how_far_derivation_is(tmp_path: Path) -> None:
     total = int(deriving[-1].split("/")[1].split()[0])
     assert deriving and deriving[-1] == f"deriving: {total}/{total} candidates scored"
     assert lines.index(deriving[-1]) < next(i for i, line in enumerate(lines) if line.startswith("derived "))
+
+
+def test_derivation_screens_every_candidate_on_a_quarter_then_rescores_the_finalists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nasrl.oneshot.enas as enas
+
+    calls: list[tuple[str, int, float]] = []
+    original = enas.shared_accuracy
+
+    def spy(supernet: Any, arch: Any, x: Any, y: Any, config: Any, **kw: Any) -> float:
+        acc = original(supernet, arch, x, y, config, **kw)
+        if "calibration" in kw:  # derivation's scoring (controller rounds pass none)
+            calls.append((arch.key, len(x), acc))
+        return acc
+
+    monkeypatch.setattr(enas, "shared_accuracy", spy)
+    search = run_oneshot(tmp_path / "run", **{"oneshot.derive_finalists": 3, "oneshot.derive_samples": 12,
+                                               "oneshot.derive_val_samples": 200})
+    screen = [c for c in calls if c[1] == 50]
+    final = [c for c in calls if c[1] == 200]
+    assert len(screen) == len({c[0] for c in screen}) > 3 and len(final) == 3 == len(calls) - len(screen)
+    # the finalists are the screen's best three, in its order (a stable sort keeps ties first-scored)
+    assert [c[0] for c in final] == [c[0] for c in sorted(screen, key=lambda c: -c[2])[:3]]
+    derived = store_derived(tmp_path / "run")
+    assert [d.score for d in derived] == sorted((c[2] for c in final), reverse=True)
+    assert search.config.oneshot.derive_finalists == 3

@@ -43,6 +43,12 @@ class OneShotConfig:
     """Derived architectures kept, best shared-weight validation accuracy first."""
     derive_val_samples: int | None = None
     """Validation examples that score each derived candidate (None: the whole split)."""
+    derive_finalists: int = 20
+    """Derivation in two stages: every candidate is scored on a quarter of the
+    ``derive_val_samples``, then this many of the best (at least ``top_k``) on all of them
+    -- about half the cost of scoring all on everything; the price is that the screen's
+    noise (a quarter of the samples) can drop a candidate that full scoring would have
+    ranked in the top. 0: every candidate on all samples."""
     calibration_batches: int = 4
     """Training batches that re-estimate a candidate's batch-norm statistics before it is
     scored (shared running statistics mix every architecture; see SuperNet)."""
@@ -52,6 +58,8 @@ class OneShotConfig:
                      "calibration_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"oneshot.{name} must be at least 1, got {getattr(self, name)}")
+        if self.derive_finalists < 0:
+            raise ConfigError(f"oneshot.derive_finalists must be >= 0, got {self.derive_finalists}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
             raise ConfigError(f"oneshot.samples_per_epoch must be at least 1, got {self.samples_per_epoch}")
         if self.derive_val_samples is not None and self.derive_val_samples < 1:

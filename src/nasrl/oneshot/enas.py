@@ -396,12 +396,28 @@ class OneShotSearch:
             raise NasrlError(f"none of the {len(unique)} architectures sampled from the final policy meets "
                              f"{', '.join(str(c) for c in self.objective.constraints if c.kind == 'hard')}; "
                              "raise oneshot.derive_samples or loosen the constraint, then nasrl resume")
-        scored = []
-        for i, a in enumerate(feasible):
-            scored.append((shared_accuracy(supernet, a, x, y, config, calibration=calibration), i, a))
-            for listener in self.listeners:  # scoring takes minutes on a CPU: say how far it is
-                listener.on_deriving(i + 1, len(feasible))
-        scored.sort(key=lambda s: (-s[0], s[1]))
+        finalists = max(cfg.derive_finalists, cfg.top_k)
+        screen = n // 4
+        screening = cfg.derive_finalists > 0 and len(feasible) > finalists and screen >= 1
+        total = len(feasible) + (finalists if screening else 0)
+        done = 0
+
+        def score(candidates: list[Architecture], m: int) -> list[tuple[float, int, Architecture]]:
+            nonlocal done
+            out = []
+            for a in candidates:
+                out.append((shared_accuracy(supernet, a, x[:m], y[:m], config, calibration=calibration),
+                            feasible.index(a), a))
+                done += 1
+                for listener in self.listeners:  # scoring takes minutes on a CPU: say how far it is
+                    listener.on_deriving(done, total)
+            return sorted(out, key=lambda s: (-s[0], s[1]))
+
+        if screening:  # every candidate on a quarter of the data, the best few on all of it
+            feasible_top = [a for _, _, a in score(feasible, screen)[:finalists]]
+            scored = score(feasible_top, n)
+        else:
+            scored = score(feasible, n)
         return [Derived(rank, a, acc, self._evaluate(a, acc, data).reward,
                         {"shared_val_acc": acc, "times_sampled": float(times[a.key]),
                          "candidates": float(len(feasible)), **self._arch_costs(a, data)})
