@@ -483,3 +483,29 @@ def test_derivation_screens_every_candidate_on_a_quarter_then_rescores_the_final
     derived = store_derived(tmp_path / "run")
     assert [d.score for d in derived] == sorted((c[2] for c in final), reverse=True)
     assert search.config.oneshot.derive_finalists == 3
+
+
+def test_warmup_epochs_train_uniformly_drawn_children_before_any_controller_round(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    sampled: list[int] = []
+    original = Reinforce.sample
+
+    def spy(self: Reinforce, n: int, seed: int) -> Any:
+        sampled.append(n)
+        return original(self, n, seed)
+
+    monkeypatch.setattr(Reinforce, "sample", spy)
+    run_oneshot(tmp_path / "run", **{"oneshot.warmup_epochs": 1})
+    store = TrialStore(tmp_path / "run" / "runs.db", readonly=True)
+    updates, epochs = store.updates(), store.epochs()
+    store.close()
+    steps = steps_per_epoch(_train_size(), load_config(tiny()).oneshot.shared_training())
+    # the policy drew epochs 2 and 3's training children and the derivation, not epoch 1's
+    assert sampled == [steps] * (EPOCHS - 1) + [10]
+    assert len(updates) == (EPOCHS - 1) * STEPS and min(m["oneshot/epoch"] for _, _, m in updates) == 2
+    assert "controller/entropy" not in epochs[0][2] and "controller/entropy" in epochs[1][2]
+    assert main(["status", str(tmp_path / "run")]) == 0 and main(["report", str(tmp_path / "run")]) == 0
+    assert f"epochs: {EPOCHS}/{EPOCHS} done" in capsys.readouterr().out
+    assert main(["search", "--method", "enas", "--out", str(tmp_path / "bad"), "--quiet",
+                 "--set", f"oneshot.epochs={EPOCHS}", "--set", f"oneshot.warmup_epochs={EPOCHS}"]) == 2
+    assert "oneshot.warmup_epochs must be from 0 to" in capsys.readouterr().err

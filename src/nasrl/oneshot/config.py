@@ -26,6 +26,11 @@ class OneShotConfig:
     training: SharedTrainConfig = SharedTrainConfig()
     """How the shared weights are trained (optimizer, schedule, augmentation, batch size).
     Its ``epochs`` must stay 1: the schedule's length is ``oneshot.epochs``."""
+    warmup_epochs: int = 0
+    """Epochs at the start that train the shared weights on uniformly drawn architectures,
+    with no controller rounds. A policy that learns from young shared weights favours
+    what trains fastest under sharing, which then trains more and looks better still
+    (the rich get richer); a uniform warm-up gives every choice its weights first."""
     samples_per_epoch: int | None = None
     """Training examples per epoch (None: the whole training split). Each epoch takes the
     next window of a seeded permutation of the split, so short epochs -- more controller
@@ -58,6 +63,9 @@ class OneShotConfig:
                      "calibration_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"oneshot.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"oneshot.warmup_epochs must be from 0 to oneshot.epochs - 1 "
+                              f"({self.epochs - 1}), got {self.warmup_epochs}")
         if self.derive_finalists < 0:
             raise ConfigError(f"oneshot.derive_finalists must be >= 0, got {self.derive_finalists}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:

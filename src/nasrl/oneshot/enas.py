@@ -268,7 +268,8 @@ class OneShotSearch:
         while session.epoch < cfg.epochs and (max_epochs is None or done < max_epochs):
             t0 = time.perf_counter()
             loss = self._train_shared(session, data)
-            updates = self._train_controller(session, data)
+            warming = session.epoch < cfg.warmup_epochs
+            updates = [] if warming else self._train_controller(session, data)
             session.epoch += 1
             seconds = time.perf_counter() - t0
             metrics = {"shared/loss": loss, "epoch/seconds": seconds, **_epoch_means(updates)}
@@ -317,8 +318,12 @@ class OneShotSearch:
         train_x, train_y = self._epoch_split(data, session.epoch)
         # the policy is fixed while the shared weights train (ENAS's alternation): one draw
         # of the whole epoch's architectures, from a seed of its own
-        archs = iter(self.strategy.sample(steps_per_epoch(len(train_x), config),
-                                          _seed(self.config.seed, _SHARED, session.epoch)))
+        n, seed = steps_per_epoch(len(train_x), config), _seed(self.config.seed, _SHARED, session.epoch)
+        if session.epoch < self.config.oneshot.warmup_epochs:  # uniform, whatever the strategy
+            rng = np.random.default_rng(seed)
+            archs = iter([self.space.sample(rng) for _ in range(n)])
+        else:
+            archs = iter(self.strategy.sample(n, seed))
         model = sampled_model(session.supernet, lambda: next(archs))
         session.supernet.train()
         loss, session.step = train_shared_epoch(model, data, train_x, train_y, session.optimizer, config,
