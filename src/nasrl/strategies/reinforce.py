@@ -323,14 +323,15 @@ class Reinforce(Strategy):
         squared error's curvature is then at most 4 and plain descent at critic_learning_rate
         < 0.5 cannot diverge, however the policy's features drift."""
         assert self.critic is not None
-        return self.critic(hidden / math.sqrt(hidden.shape[-1])).squeeze(-1)
+        values: torch.Tensor = self.critic(hidden / math.sqrt(hidden.shape[-1]))
+        return values.squeeze(-1)
 
     def _fit_critic(self, hidden: torch.Tensor, returns: torch.Tensor) -> None:
         """One gradient step on the squared error of V(a_<t) against R at every position."""
         assert self.critic is not None and self.critic_optimizer is not None
         loss = ((self.value(hidden) - returns[:, None]) ** 2).mean()
         self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         self.critic_optimizer.step()
 
     def _measure(self, out: ControllerOutput, advantage: torch.Tensor,
