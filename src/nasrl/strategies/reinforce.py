@@ -3,14 +3,18 @@
     grad J ~= (1/m) sum_k sum_t grad log P(a_t | a_<t; theta) * (R_k - b)
 
 over m architectures per update, with b an exponential moving average of *earlier*
-rewards; by default the update also raises the log-likelihood of the best architecture
+rewards (the first batch: leave-one-out means), a learned value of each decision's prefix,
+or 0; by default the update also raises the log-likelihood of the best architecture
 found so far (``elite_*``, priority-queue training). Every trick is a named field of
 :class:`ReinforceConfig`; the defaults are the settings that won on NAS-Bench-201 (see
 the README's benchmark section), and ``ReinforceConfig.paper()`` gives the paper's own
 settings.
 
-Metric names are fixed: ``reward/mean``, ``controller/entropy``, ``controller/baseline``,
-``controller/loss``, ``controller/grad_norm``.
+Metric names are fixed: ``reward/mean`` (of the returns), ``controller/entropy``,
+``controller/baseline``, ``controller/loss``, ``controller/grad_norm``,
+``controller/advantage_var``, and while ``measure_updates`` lasts
+``controller/pg_grad_sqnorm``, ``controller/pg_grad_var``,
+``controller/pg_grad_var_no_baseline``.
 """
 
 from __future__ import annotations
