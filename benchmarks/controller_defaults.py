@@ -5,17 +5,18 @@ landscapes and seeds the defaults were not chosen on.
     python benchmarks/controller_defaults.py check   [--seeds 100] [--out DIR]
 
 ``select`` runs every candidate and evolution on the *tuning* landscapes (the validation
-column, and the validation column plus Gaussian noise of 0.2 points, seed 1) with the
-tuning seeds 100..; a candidate's score is its worst margin over evolution at 200 and at
-500 distinct evaluations across those landscapes (mean best val_acc, points), and the
-candidate with the best worst case wins. ``check`` runs the defaults (``reinforce`` with no
-override) and evolution on the *held-out* landscapes -- the test column, noise seed 2, and
-the 4-op subspace without nor_conv_3x3 (the best cell's op) -- with the held-out seeds
-0..; it prints the margins and the share of seeds that found each landscape's best cell
-by 500. The validation column with seeds 0-99 is the controller study's own run
-(``nasrl study nb201``). The noise's size, 0.2
-points, is that of seed-to-seed differences: among the table's 150 best cells test minus
-validation accuracy has a standard deviation of 0.28 points, two independent draws' worth.
+column, the validation column plus Gaussian noise of 0.2 points, seed 1, and the 4-op
+subspace without skip_connect) with the tuning seeds 100..; a candidate's score is its
+worst margin over evolution at 200 and at 500 distinct evaluations across those
+landscapes (mean best val_acc, points), and the candidate with the best worst case wins.
+``check`` runs the defaults (``reinforce`` with no override) and evolution on the
+*held-out* landscapes -- the test column, noise seed 2, and the 4-op subspace without
+nor_conv_3x3 (the best cell's op) -- with the held-out seeds 0..; it prints the margins
+and the share of seeds that found each landscape's best cell by 500. The validation
+column with seeds 0-99 is the controller study's own run (``nasrl study nb201``). The
+noise's size, 0.2 points, is that of seed-to-seed differences: among the table's 150 best
+cells test minus validation accuracy has a standard deviation of 0.28 points, two
+independent draws' worth.
 Both stages run two worker processes.
 """
 
@@ -36,7 +37,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "adv-clip-0.1": {"advantage_clip": 0.1},
     "critic": {"baseline": "critic"},
 }
-TUNING = ("val", "noisy:0.2:1")
+TUNING = ("val", "noisy:0.2:1", "without:skip_connect")
 HELD_OUT = ("test", "noisy:0.2:2", "without:nor_conv_3x3")
 CHECKPOINTS = (200, 500)
 
