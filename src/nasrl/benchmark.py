@@ -21,7 +21,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +65,16 @@ def best_feasible(table: TabularEvaluator, objective: Objective) -> str:
 
 
 def run_tabular(strategy: Strategy, table: TabularEvaluator, budget: int,
-                objective: Objective | None = None, target: str | None = None) -> RunTrace:
+                objective: Objective | None = None, target: str | None = None,
+                stop_when_found: bool = False,
+                after_tell: Callable[[Strategy], None] | None = None) -> RunTrace:
     """One budgeted search: ask, answer from the table (repeats free), tell the objective's
-    reward. ``target`` is the architecture whose discovery counts as "found best"."""
+    reward. ``target`` is the architecture whose discovery counts as "found best".
+
+    ``stop_when_found`` ends the run once the target is evaluated: without a cost the
+    best-so-far curve can only stay at the target's value from there on (``_at`` reads a
+    short curve's last value), so every summary number except ``proposals`` and the
+    time is the same as the full run's. ``after_tell`` is called after every tell."""
     objective = objective or Objective(ObjectiveConfig(), evaluator="tabular")
     target = target or table.best.arch.key
     cost = objective.cost_metrics[0] if objective.cost_metrics else None
@@ -100,6 +107,10 @@ def run_tabular(strategy: Strategy, table: TabularEvaluator, budget: int,
                     found_at = len(seen)
             observations.append(Observation(arch, seen[arch.key]))
         strategy.tell(observations)
+        if after_tell is not None:
+            after_tell(strategy)
+        if stop_when_found and found_at is not None and cost is None:
+            break
     return RunTrace(strategy.name, strategy.seed, best_val, best_test, found_at, proposals,
                     time.perf_counter() - start, points if cost is not None else None)
 
@@ -119,6 +130,14 @@ def _init_worker(table_path: str) -> None:
         # An initializer that raises only breaks the pool ("terminated abruptly"); kept
         # here, the first task re-raises it and the caller gets the table's own message.
         _TABLE = exc
+
+
+def worker_table() -> TabularEvaluator:
+    """The table a pool worker loaded in :func:`_init_worker` (its error re-raised here)."""
+    if isinstance(_TABLE, NasrlError):
+        raise _TABLE
+    assert _TABLE is not None
+    return _TABLE
 
 
 _TARGET: dict[tuple[str, ...], str] = {}

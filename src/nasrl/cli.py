@@ -57,11 +57,47 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--constraint", dest="constraints", action="append", default=[], metavar="SPEC",
                        help="cost constraint on params, macs or flops, e.g. 'macs<=median' (the "
                             "table's median) or 'params<=400k:soft' (repeatable)")
+    _add_study_parser(sub)
     _add_train_parser(sub)
     from nasrl import cli_runs
 
     cli_runs.add_parsers(sub, _positive_int)
     return parser
+
+
+def _add_study_parser(sub: Any) -> None:
+    from nasrl.study import DEFAULT_VARIANTS
+
+    study = sub.add_parser("study", help="compare controller variants on a tabular benchmark")
+    study.add_argument("benchmark", choices=["nb201"], help="which benchmark table")
+    study.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                       help="comma-separated variants of nasrl.study.VARIANTS (default: %(default)s)")
+    study.add_argument("--budget", type=_positive_int, default=500,
+                       help="distinct architectures evaluated per run (default: %(default)s)")
+    study.add_argument("--seeds", type=_positive_int, default=100,
+                       help="runs per variant, seeds OFFSET..OFFSET+N-1 (default: %(default)s)")
+    study.add_argument("--seed-offset", type=_non_negative_int, default=0, help="first seed (default: 0)")
+    study.add_argument("--landscape", default="val",
+                       help="val | test | noisy:SIGMA:SEED | without:OP (default: %(default)s)")
+    study.add_argument("--table", default=None, help="path of nb201_cifar10.csv[.gz] (default: as "
+                                                     "for nasrl benchmark)")
+    study.add_argument("--out", type=Path, default=None,
+                       help="directory for study.md, study.json and study.png")
+    study.add_argument("--jobs", type=_positive_int, default=2, help="worker processes (default: 2)")
+    study.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="STRATEGY.KEY=VALUE",
+                       help="override a setting of every variant of that strategy, "
+                            "e.g. reinforce.batch_size=10")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
 
 
 def _add_train_parser(sub: Any) -> None:
@@ -175,6 +211,50 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_outputs(summary, traces, args.out)
         print(f"wrote {args.out / 'benchmark.json'} and {args.out / 'benchmark.png'}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from nasrl.config import check_seed
+    from nasrl.evaluators.tabular import TabularEvaluator, find_nb201_table
+    from nasrl.study import (
+        format_markdown,
+        make_landscape,
+        resolve_variants,
+        run_study,
+        summarize_study,
+        write_study,
+    )
+
+    names = [s.strip() for s in args.variants.split(",") if s.strip()]
+    if not names:
+        raise NasrlError("--variants: give at least one variant")
+    check_seed(args.seed_offset + args.seeds - 1, "--seed-offset + --seeds - 1")
+    overrides = _strategy_overrides(args.overrides, ["reinforce", "evolution", "random"])
+    variants = resolve_variants(names, overrides)
+    if args.out is not None:
+        from nasrl.checks import writable_folder
+
+        writable_folder(args.out, "--out")  # now, not after the results are computed
+    table = find_nb201_table(args.table)
+    make_landscape(TabularEvaluator(table), args.landscape)  # a bad spec or table fails here
+    seeds = range(args.seed_offset, args.seed_offset + args.seeds)
+    start = time.perf_counter()
+    print(f"nasrl study nb201: {', '.join(names)}; budget {args.budget}; {args.seeds} seeds "
+          f"from {args.seed_offset}; landscape {args.landscape}; table {table}", flush=True)
+    runs = run_study(table, variants, seeds, args.budget, args.landscape, jobs=args.jobs)
+    summary = summarize_study(runs, args.budget)
+    summary.update(table=str(table), landscape=args.landscape, version=__version__,
+                   variants={n: {"strategy": s, "config": c} for n, (s, c) in variants.items()})
+    seconds = time.perf_counter() - start
+    summary["seconds"] = seconds
+    print(format_markdown(summary))
+    print(f"mean best-so-far val_acc ± std; 'best found' = share of seeds that evaluated the "
+          f"table's best cell; gradient columns: means over the first updates (see nasrl.study). "
+          f"{seconds:.1f}s with {args.jobs} workers")
+    if args.out is not None:
+        write_study(summary, args.out)
+        print(f"wrote {args.out / 'study.md'}, study.json and study.png")
     return 0
 
 
@@ -317,7 +397,7 @@ def _save_trained(args: argparse.Namespace, space: Any, arch: Any, model: Any, r
 def _commands() -> dict[str, Any]:
     from nasrl import cli_runs
 
-    return {"benchmark": cmd_benchmark, "train": cmd_train, **cli_runs.COMMANDS}
+    return {"benchmark": cmd_benchmark, "study": cmd_study, "train": cmd_train, **cli_runs.COMMANDS}
 
 
 def _os_error(err: OSError) -> str:

@@ -38,12 +38,22 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def build(cls: type[T], values: Mapping[str, Any] | None = None, prefix: str = "") -> T:
-    """Make ``cls`` from a (possibly nested) mapping; unknown keys raise ConfigError."""
+    """Make ``cls`` from a (possibly nested) mapping; unknown keys raise ConfigError.
+
+    A class may name keys it no longer has in ``removed_keys`` ({key: what to use
+    instead}): such a key set to a value is an error saying so, and set to None (how a run
+    recorded by an older version lists it when unused) it is ignored, so old runs resume.
+    """
     values = dict(values or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
+    removed: Mapping[str, str] = getattr(cls, "removed_keys", {})
     for key, value in values.items():
+        if key in removed and key not in fields:
+            if value is None:
+                continue  # recorded unset by an older version's resolved config: a no-op then too
+            raise ConfigError(f"config key {prefix + key!r} was removed: {removed[key]}")
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown config key {prefix + key!r} (known: {known})")

@@ -1,6 +1,7 @@
-"""The autoregressive LSTM controller (Zoph & Le 2017, sections 3.1 and 3.3).
+"""The autoregressive LSTM (or GRU) controller (Zoph & Le 2017, sections 3.1 and 3.3).
 
-The controller walks the space's decisions in order. At each step the LSTM reads the
+The controller walks the space's decisions in order. At each step the LSTM (or GRU,
+``ControllerConfig.cell``) reads the
 previous decision's embedding and emits either
 
 * a softmax over a categorical decision's options (one head per decision *kind*), or
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +51,10 @@ class ControllerConfig:
     """Logits are divided by this before sampling and scoring (> 1 explores more)."""
     tanh_constant: float | None = None
     """If set, logits become C * tanh(logits / T) (Bello et al. 2017; ENAS uses 2.5)."""
+    cell: Literal["lstm", "gru"] = "lstm"
+    """Recurrent cell of every layer: the paper's LSTM or a GRU (a quarter fewer weights,
+    no cell state). A config recorded before this field existed has no ``cell`` key and
+    builds the LSTM it was trained with."""
 
 
 @dataclass
@@ -61,6 +67,9 @@ class ControllerOutput:
     """(n,) sum over decisions of each decision's entropy (given the earlier ones)."""
     token_log_prob: Tensor
     """(n, num_tokens) log-probability of each token given the ones before it."""
+    token_hidden: Tensor
+    """(n, num_tokens, hidden) the top layer's hidden state that each token's distribution
+    was computed from: it has read only the tokens before it (a critic's input)."""
 
 
 Picker = Callable[[int, Tensor], Tensor]
@@ -85,8 +94,11 @@ class Controller(nn.Module):
         self.go = nn.Parameter(torch.empty(1, hidden))
         self.embeddings = nn.ModuleDict({k: nn.Embedding(n, hidden) for k, n in self.kinds.items()})
         self.heads = nn.ModuleDict({k: nn.Linear(hidden, n) for k, n in self.kinds.items()})
+        if self.config.cell not in ("lstm", "gru"):
+            raise ValueError(f"controller: cell must be 'lstm' or 'gru', got {self.config.cell!r}")
+        cell_class = nn.LSTMCell if self.config.cell == "lstm" else nn.GRUCell
         self.cells = nn.ModuleList(
-            [nn.LSTMCell(hidden, hidden) for _ in range(self.config.num_layers)]
+            [cell_class(hidden, hidden) for _ in range(self.config.num_layers)]
         )
         self.has_anchors = any(isinstance(d, SkipSet) for d in space.decisions)
         if self.has_anchors:
@@ -140,8 +152,12 @@ class Controller(nn.Module):
 
     def _step(self, x: Tensor, state: list[tuple[Tensor, Tensor]]) -> Tensor:
         for layer, cell in enumerate(self.cells):
-            h, c = cell(x, state[layer])
-            state[layer] = (h, c)
+            if isinstance(cell, nn.GRUCell):
+                h = cell(x, state[layer][0])
+                state[layer] = (h, h)  # a GRU has no cell state; the pair keeps one layout
+            else:
+                h, c = cell(x, state[layer])
+                state[layer] = (h, c)
             x = h
         return x
 
@@ -160,6 +176,8 @@ class Controller(nn.Module):
         x = self.go.expand(n, hidden)
         entropy = self.go.new_zeros(n)
         token_logp: list[Tensor] = []
+        token_h: list[Tensor] = []
+        current_h = [self.go.new_zeros(n, hidden)]  # the state the next token is drawn from
         anchors: list[Tensor] = []  # hidden state at each earlier anchor
         anchors_w: list[Tensor] = []  # W_prev h_j, computed once per anchor
         out: list[Tensor] = []
@@ -172,12 +190,14 @@ class Controller(nn.Module):
             else:
                 tok = torch.multinomial(logp.detach().exp(), 1, generator=gen).squeeze(1)
             token_logp.append(logp.gather(1, tok[:, None]).squeeze(1))
+            token_h.append(current_h[0])
             out.append(tok)
             return tok
 
         pos = 0
         for d in self.space.decisions:
             h = self._step(x, state)
+            current_h[0] = h
             if isinstance(d, Categorical):
                 logp_all = F.log_softmax(self._squash(self.heads[d.kind](h)), dim=-1)
                 if self.feasible is not None:
@@ -212,10 +232,12 @@ class Controller(nn.Module):
             pos += d.num_tokens
         if out:
             tokens, per_token = torch.stack(out, 1), torch.stack(token_logp, 1)
+            hiddens = torch.stack(token_h, 1)
         else:
             tokens, per_token = torch.zeros(n, 0, dtype=torch.long), self.go.new_zeros(n, 0)
+            hiddens = self.go.new_zeros(n, 0, hidden)
         return ControllerOutput(tokens=tokens, log_prob=per_token.sum(1), entropy=entropy,
-                                token_log_prob=per_token)
+                                token_log_prob=per_token, token_hidden=hiddens)
 
 
     def _restrict(self, logp: Tensor, prefix: list[Tensor], n: int) -> tuple[Tensor, Tensor]:

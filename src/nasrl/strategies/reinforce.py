@@ -3,14 +3,18 @@
     grad J ~= (1/m) sum_k sum_t grad log P(a_t | a_<t; theta) * (R_k - b)
 
 over m architectures per update, with b an exponential moving average of *earlier*
-rewards; by default the update also raises the log-likelihood of the best architecture
+rewards (the first batch: leave-one-out means), a learned value of each decision's prefix,
+or 0; by default the update also raises the log-likelihood of the best architecture
 found so far (``elite_*``, priority-queue training). Every trick is a named field of
 :class:`ReinforceConfig`; the defaults are the settings that won on NAS-Bench-201 (see
 the README's benchmark section), and ``ReinforceConfig.paper()`` gives the paper's own
 settings.
 
-Metric names are fixed: ``reward/mean``, ``controller/entropy``, ``controller/baseline``,
-``controller/loss``, ``controller/grad_norm``.
+Metric names are fixed: ``reward/mean`` (of the returns), ``controller/entropy``,
+``controller/baseline``, ``controller/loss``, ``controller/grad_norm``,
+``controller/advantage_var``, and while ``measure_updates`` lasts
+``controller/pg_grad_sqnorm``, ``controller/pg_grad_var``,
+``controller/pg_grad_var_no_baseline``.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from nasrl.config import ConfigError
-from nasrl.controller.lstm import Controller, ControllerConfig
+from nasrl.controller.lstm import Controller, ControllerConfig, ControllerOutput
 from nasrl.controller.unique import sample_unseen
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.feasible import FeasiblePrefixes
@@ -39,15 +43,46 @@ class ReinforceConfig:
     hundreds of children 6e-4 barely moves the policy, see ReinforceConfig.paper())."""
     batch_size: int = 5
     """m: architectures per controller update."""
-    baseline: Literal["ema", "none"] = "ema"
-    """b: exponential moving average of earlier rewards, or none (b = 0)."""
+    baseline: Literal["ema", "none", "critic"] = "ema"
+    """b: an exponential moving average of earlier rewards (ema), none (b = 0), or a learned
+    value estimate (critic): a linear head on the controller's top hidden state *before*
+    each decision, V(a_<t), trained by squared error against the return, so decision t
+    gets the advantage R - V(a_<t). Before each decision, not after the last: a baseline
+    that has read the architecture it scores depends on the action and biases the
+    gradient, while one of the prefix does not. The head reads the hidden state detached,
+    so its regression never moves the policy; it starts at 0 (the first batch learns)."""
+    critic_learning_rate: float = 0.2
+    """Step size of the critic head's plain gradient descent (one step per update). Not
+    Adam: Adam moves the weights on the small hidden features as fast as the bias, and the
+    value then swings with every change of the policy's features; plain descent moves the
+    bias ~2 x lr x (V - R) per step, so V reaches the reward's level (~0.5-0.7 for cubed
+    accuracies) within ten updates, and the weights only as far as the features explain.
+    Must be below 0.5, where descent on the scaled features stays stable (see value())."""
     baseline_decay: float = 0.8
     """EMA decay of the baseline (paper: not given; ENAS 0.95-0.99). A short memory keeps
     b close to the *current* policy's reward, which won on NAS-Bench-201."""
-    reward_clip: float | None = None
-    """If set, rewards are clipped to [-reward_clip, reward_clip]. The reward itself comes
-    from the search's objective as given (the paper's accuracy cubed by default); the
-    strategy never reshapes it again."""
+    first_batch: Literal["leave_one_out", "zero"] = "leave_one_out"
+    """With the ema baseline, the b of the first batch, which has no earlier rewards: the
+    mean of the batch's *other* rewards for each architecture (leave-one-out: not a
+    function of the architecture it scores), or 0. Either way the first batch learns
+    (before version 0.3 it only initialised the EMA: a sixth of a 30-child search
+    without a gradient). Measured on NAS-Bench-201 in the README's controller study."""
+    advantage_clip: float | None = None
+    """If set, the advantage R - b is clipped to [-advantage_clip, advantage_clip] (the
+    course project's clipping of accuracy minus moving accuracy, e.g. 0.05 or 0.1): a
+    lucky or unlucky architecture moves the policy at most this much. The reward itself
+    comes from the search's objective as given (the paper's accuracy cubed by default)."""
+    return_mode: Literal["reward", "reward_plus_next"] = "reward"
+    """R: the architecture's reward, or the course project's actor-critic return, its
+    reward plus the *next* architecture's. "Next" is the next learnable result in the
+    order results are told (failed ones skipped), across batch boundaries: the last
+    architecture of a batch waits for the first result of the next one, so every update
+    still holds batch_size returns and the latest result is held back until its successor
+    arrives. The next architecture is drawn independently of this one (given the policy),
+    so the added term carries no signal about this decision, only noise; see the study."""
+    l2: float = 0.0
+    """Weight decay on the loss: loss = pg_loss + l2 * (sum of the controller's squared
+    weights). The critic head is not included."""
     normalize_advantage: bool = False
     """Divide R - b by a running standard deviation of R - b, so the step size does not
     depend on the scale of the reward (it shrinks as the rewards of a region flatten)."""
@@ -58,12 +93,21 @@ class ReinforceConfig:
     avoid_seen: bool = True
     """Sample from the policy conditioned on *not* proposing an architecture already
     evaluated or in flight (exact sampling without replacement over a trie of the seen
-    token sequences), so every ask spends budget on something new."""
+    token sequences), so every ask spends budget on something new.
+
+    This biases the policy gradient, and knowingly so. The samples come from
+    q(a) = p(a) [a unseen] / Z while the update differentiates log p, so its expectation is
+    (1/Z) sum over *unseen* a of p(a) (R(a) - b) grad log p(a): the gradient of the
+    expected advantage of the architectures not yet evaluated, scaled by 1/Z. Seen
+    architectures drop out of the objective (their probability is pushed neither up nor
+    down, except by the elite term), which is what a budget of distinct evaluations pays
+    for. Measured against ``avoid_seen=False`` in the README's controller study."""
     update_epochs: int = 1
     """Gradient steps per batch. 1 is plain REINFORCE; more reuses the batch with PPO's
     clipped importance ratio against the policy that sampled it (Schulman et al. 2017)."""
     ppo_clip: float = 0.2
-    """PPO's epsilon: the ratio is clipped to [1 - eps, 1 + eps] when update_epochs > 1."""
+    """PPO's epsilon: the ratio is clipped to [1 - eps, 1 + eps] when update_epochs > 1.
+    PPO's ratio is per architecture, so with the critic its advantage is R - V(start)."""
     constrained_decoding: bool = True
     """When told the feasible set of hard static limits (``restrict``), sample only inside
     it: each decision masks the tokens after which no completion is feasible, and the
@@ -90,6 +134,10 @@ class ReinforceConfig:
                    baseline_decay=0.95, normalize_advantage=False, entropy_weight=0.0,
                    avoid_seen=False, update_epochs=1, elite_weight=0.0)
 
+    removed_keys: ClassVar[dict[str, str]] = {
+        "reward_clip": "it clipped the reward itself (accuracies 0.80 and 0.95 both became "
+                       "0.1); use advantage_clip, which clips R - b"}
+
 
 @register_strategy("reinforce")
 class Reinforce(Strategy):
@@ -103,7 +151,20 @@ class Reinforce(Strategy):
         self.controller = Controller(space, cfg.controller, seed=seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=cfg.learning_rate)
-        self.baseline: float | None = None  # EMA of earlier batches' mean reward
+        self.baseline: float | None = None  # EMA of earlier batches' mean return
+        self.critic: torch.nn.Linear | None = None
+        self.critic_optimizer: torch.optim.SGD | None = None
+        if cfg.baseline == "critic":
+            self.critic = torch.nn.Linear(cfg.controller.hidden_size, 1)
+            torch.nn.init.zeros_(self.critic.weight)  # V = 0 at first, and no random source
+            torch.nn.init.zeros_(self.critic.bias)
+            self.critic_optimizer = torch.optim.SGD(self.critic.parameters(),
+                                                    lr=cfg.critic_learning_rate)
+        self.pending: tuple[Architecture, float] | None = None  # waits for the next reward
+        self.measure_updates = 0
+        """Instrumentation, not config: for the first this-many updates the metrics also
+        hold the policy gradient's squared norm and within-batch variance (2m extra backward
+        passes per update), see :meth:`_measure`."""
         self.num_updates = 0
         self.adv_var: float | None = None  # EMA of (R - b)^2, for normalize_advantage
         self.buffer: list[tuple[Architecture, float]] = []
@@ -156,8 +217,14 @@ class Reinforce(Strategy):
             if obs.reward is None or not math.isfinite(obs.reward) or not self._can_learn(obs.arch):
                 self.sampled_logp.pop(obs.arch.key, None)
                 continue  # failed: counted by the caller's budget, never learned from
-            self.buffer.append((obs.arch, float(obs.reward)))
             self._remember_elite(obs.arch, float(obs.reward))
+            if cfg.return_mode == "reward_plus_next":
+                # the held-back result gets its return now that its successor is known
+                if self.pending is not None:
+                    self.buffer.append((self.pending[0], self.pending[1] + float(obs.reward)))
+                self.pending = (obs.arch, float(obs.reward))
+            else:
+                self.buffer.append((obs.arch, float(obs.reward)))
         while len(self.buffer) >= cfg.batch_size:
             batch, self.buffer = self.buffer[: cfg.batch_size], self.buffer[cfg.batch_size :]
             self._update(batch)
@@ -179,69 +246,121 @@ class Reinforce(Strategy):
         self.elites.sort(key=lambda e: -e[0])  # stable: on ties the earlier one stays
         del self.elites[cfg.elite_size :]
 
-    def _transform(self, reward: float) -> float:
-        cfg: ReinforceConfig = self.config
-        r = reward
-        if cfg.reward_clip is not None:
-            r = max(-cfg.reward_clip, min(cfg.reward_clip, r))
-        return r
-
     def _update(self, batch: list[tuple[Architecture, float]]) -> None:
         cfg: ReinforceConfig = self.config
         archs = [a for a, _ in batch]
-        rewards = torch.tensor([self._transform(r) for _, r in batch])
-        mean_reward = float(rewards.mean())
-
-        # Baseline from earlier rewards only; the first batch just initializes it.
-        if cfg.baseline == "ema":
-            if self.baseline is None:
-                self.baseline = mean_reward
-                self._metrics = {"reward/mean": mean_reward, "controller/baseline": mean_reward}
-                self._forget(archs)
-                return
-            b = self.baseline
-        else:
-            b = 0.0
-        advantage = rewards - b
-        if cfg.normalize_advantage:
-            sq = float((advantage**2).mean())
-            self.adv_var = sq if self.adv_var is None else (
-                cfg.baseline_decay * self.adv_var + (1 - cfg.baseline_decay) * sq)
-            advantage = advantage / (math.sqrt(self.adv_var) + 1e-8)
-
+        returns = torch.tensor([r for _, r in batch])
         tokens = self.controller.encode(archs)
         # PPO's denominator; plain REINFORCE (one epoch) needs no second scoring pass
         old_logp = self._old_logp(archs, tokens) if cfg.update_epochs > 1 else None
+        out = self.controller.score(tokens)
+        advantage, b = self._advantages(returns, out.token_hidden)  # fixed for all epochs
         loss_value, grad_norm, entropy = 0.0, 0.0, 0.0
-        for _ in range(cfg.update_epochs):
-            out = self.controller.score(tokens)
-            if old_logp is None:
-                pg_loss = -(advantage * out.log_prob).mean()
-            else:
-                ratio = torch.exp(out.log_prob - old_logp)
-                clipped = ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip)
-                pg_loss = -torch.min(ratio * advantage, clipped * advantage).mean()
+        measured: dict[str, float] = {}
+        for epoch in range(cfg.update_epochs):
+            if epoch > 0:
+                out = self.controller.score(tokens)
+            pg_loss = _pg_loss(out, advantage, old_logp, cfg.ppo_clip)
+            if epoch == 0 and self.num_updates < self.measure_updates:
+                measured = self._measure(out, advantage, returns)
             loss = pg_loss - cfg.entropy_weight * out.entropy.mean()
             if self.elites:
                 loss = loss - cfg.elite_weight * self._elite_log_likelihood()
+            if cfg.l2 > 0:
+                loss = loss + cfg.l2 * sum((p**2).sum() for p in self.controller.parameters())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
             self.optimizer.step()
             loss_value, entropy = loss.item(), out.entropy.mean().item()
+        if self.critic is not None:
+            self._fit_critic(out.token_hidden.detach(), returns)
 
+        mean_return = float(returns.mean())
         if cfg.baseline == "ema":
             d = cfg.baseline_decay
-            self.baseline = d * b + (1 - d) * mean_reward
+            # the first batch has no earlier EMA: start it at the batch's mean
+            self.baseline = mean_return if self.baseline is None else (
+                d * self.baseline + (1 - d) * mean_return)
         self.num_updates += 1
         self._forget(archs)
         self._metrics = {
-            "reward/mean": mean_reward,
+            "reward/mean": mean_return,
             "controller/entropy": entropy,
             "controller/baseline": b,
             "controller/loss": loss_value,
             "controller/grad_norm": grad_norm,
+            "controller/advantage_var": float(advantage.var(unbiased=False)),
+            **measured,
+        }
+
+    def _advantages(self, returns: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Per-token advantages (m, T) -- the same value along a row unless the critic
+        scores each prefix -- and the mean baseline used (a metric)."""
+        cfg: ReinforceConfig = self.config
+        m, num_tokens = hidden.shape[:2]
+        if cfg.baseline == "critic":
+            assert self.critic is not None
+            with torch.no_grad():
+                base = self.value(hidden)  # (m, T): V(a_<t)
+        elif cfg.baseline == "ema" and self.baseline is not None:
+            base = torch.full((m, 1), self.baseline)
+        elif cfg.baseline == "ema" and cfg.first_batch == "leave_one_out" and m > 1:
+            # each architecture's b is the mean of the *other* rewards: not its own sample
+            base = ((returns.sum() - returns) / (m - 1))[:, None]
+        else:
+            base = torch.zeros(m, 1)
+        advantage = (returns[:, None] - base).expand(m, num_tokens).clone()
+        if cfg.advantage_clip is not None:
+            advantage = advantage.clamp(-cfg.advantage_clip, cfg.advantage_clip)
+        if cfg.normalize_advantage:
+            sq = float((advantage**2).mean())
+            self.adv_var = sq if self.adv_var is None else (
+                cfg.baseline_decay * self.adv_var + (1 - cfg.baseline_decay) * sq)
+            advantage = advantage / (math.sqrt(self.adv_var) + 1e-8)
+        return advantage, float(base.mean())
+
+    def value(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The critic's V(a_<t) (m, T) from the hidden states (m, T, H) before each token.
+        Scaled by 1/sqrt(H) so |input|^2 <= 1 (LSTM and GRU states lie in [-1, 1]): the
+        squared error's curvature is then at most 4 and plain descent at critic_learning_rate
+        < 0.5 cannot diverge, however the policy's features drift."""
+        assert self.critic is not None
+        values: torch.Tensor = self.critic(hidden / math.sqrt(hidden.shape[-1]))
+        return values.squeeze(-1)
+
+    def _fit_critic(self, hidden: torch.Tensor, returns: torch.Tensor) -> None:
+        """One gradient step on the squared error of V(a_<t) against R at every position."""
+        assert self.critic is not None and self.critic_optimizer is not None
+        loss = ((self.value(hidden) - returns[:, None]) ** 2).mean()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.critic_optimizer.step()
+
+    def _measure(self, out: ControllerOutput, advantage: torch.Tensor,
+                 returns: torch.Tensor) -> dict[str, float]:
+        """The policy-gradient estimate g = (1/m) sum_k g_k, g_k = -sum_t A_kt grad log
+        P(a_kt | a_k,<t): its squared norm, and the variance of the estimate, trace Var(g)
+        ~= sum_k |g_k - mean g|^2 / (m (m - 1)), from per-architecture gradients. The same
+        variance with A_kt = R_k (no baseline, no clipping or normalization) is computed on
+        the same batch and policy, so their ratio is the baseline's reduction, paired."""
+        params = [p for p in self.controller.parameters() if p.requires_grad]
+        m = advantage.shape[0]
+        per_arch = []
+        for weights in (advantage, returns[:, None].expand_as(advantage)):
+            rows = []
+            for k in range(m):
+                term = -(weights[k] * out.token_log_prob[k]).sum()
+                grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+                rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                       for g, p in zip(grads, params, strict=True)]))
+            per_arch.append(torch.stack(rows))
+        with_b, without_b = per_arch
+        return {
+            "controller/pg_grad_sqnorm": float((with_b.mean(0) ** 2).sum()),
+            "controller/pg_grad_var": _trace_var(with_b),
+            "controller/pg_grad_var_no_baseline": _trace_var(without_b),
         }
 
     def _elite_log_likelihood(self) -> torch.Tensor:
@@ -271,6 +390,10 @@ class Reinforce(Strategy):
             "generator": self.generator.get_state(),
             "baseline": self.baseline,
             "adv_var": self.adv_var,
+            "pending": None if self.pending is None else (self.pending[0].to_json(), self.pending[1]),
+            **({} if self.critic is None or self.critic_optimizer is None else {
+                "critic": self.critic.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict()}),
             "num_updates": self.num_updates,
             "buffer": [(a.to_json(), r) for a, r in self.buffer],
             "seen": [self.seen[k] for k in sorted(self.seen)],
@@ -289,8 +412,34 @@ class Reinforce(Strategy):
                        for a, r in state["buffer"]]
         self.seen = {self.space.from_tokens(row).key: list(row) for row in state["seen"]}
         self.sampled_logp = {str(k): float(v) for k, v in state["sampled_logp"].items()}
+        pending = state.get("pending")  # .get: states from before return_mode have none
+        self.pending = None if pending is None else (
+            self.space.validate(Architecture.from_json(pending[0])), float(pending[1]))
+        if self.critic is not None and self.critic_optimizer is not None and "critic" in state:
+            self.critic.load_state_dict(state["critic"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         # .get: states saved before elites existed resume with an empty queue
         self.elites = [(float(r), [int(t) for t in row]) for r, row in state.get("elites", [])]
+
+
+def _pg_loss(out: ControllerOutput, advantage: torch.Tensor, old_logp: torch.Tensor | None,
+             ppo_clip: float) -> torch.Tensor:
+    """-(1/m) sum_k sum_t A_kt log P(a_kt | a_k,<t), or PPO's clipped surrogate, whose
+    ratio is per architecture and so takes the advantage of the first decision."""
+    if old_logp is None:
+        return -(advantage * out.token_log_prob).sum(1).mean()
+    seq_advantage = advantage[:, 0]
+    ratio = torch.exp(out.log_prob - old_logp)
+    clipped = ratio.clamp(1 - ppo_clip, 1 + ppo_clip)
+    return -torch.min(ratio * seq_advantage, clipped * seq_advantage).mean()
+
+
+def _trace_var(rows: torch.Tensor) -> float:
+    """trace of the covariance of the mean of m i.i.d. gradient rows (m, P)."""
+    m = rows.shape[0]
+    if m < 2:
+        return math.nan
+    return float(((rows - rows.mean(0)) ** 2).sum() / (m * (m - 1)))
 
 
 def _check_config(cfg: ReinforceConfig) -> None:
@@ -306,7 +455,11 @@ def _check_config(cfg: ReinforceConfig) -> None:
         raise ConfigError("reinforce.elite_size must be >= 0")
     if cfg.elite_weight < 0:
         raise ConfigError("reinforce.elite_weight must be >= 0")
-    if cfg.reward_clip is not None and cfg.reward_clip <= 0:
-        raise ConfigError("reinforce.reward_clip must be > 0")
+    if cfg.advantage_clip is not None and cfg.advantage_clip <= 0:
+        raise ConfigError("reinforce.advantage_clip must be > 0")
+    if not 0 < cfg.critic_learning_rate < 0.5:
+        raise ConfigError("reinforce.critic_learning_rate must be in (0, 0.5)")
+    if cfg.l2 < 0:
+        raise ConfigError("reinforce.l2 must be >= 0")
     if cfg.controller.temperature <= 0:
         raise ConfigError("reinforce.controller.temperature must be > 0")
