@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nasrl.errors import NasrlError
 from nasrl.evaluators.tabular import TabularEvaluator
@@ -33,6 +33,9 @@ from nasrl.objectives import Objective, ObjectiveConfig, hypervolume_2d, pareto_
 from nasrl.spaces.feasible import FeasiblePrefixes
 from nasrl.spaces.nb201 import NB201Space
 from nasrl.strategies.base import Observation, Strategy, make_strategy
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DEFAULT_CHECKPOINTS = (50, 100, 200, 500)
 PROPOSALS_PER_EVALUATION = 50
@@ -199,16 +202,26 @@ def run_benchmark(
     tabular_objective(objective)
     tasks = [(name, seed, budget, dict(configs.get(name, {})), dict(objective or {}))
              for name in strategies for seed in seeds]
+    return map_on_table(_run_one, tasks, table_path, jobs, chunks_per_job=8)
+
+
+def map_on_table(fn: Callable[[T], R], tasks: Sequence[T], table_path: str | os.PathLike[str],
+                 jobs: int | None, chunks_per_job: int | None = None) -> list[R]:
+    """``fn`` over ``tasks`` in this process (jobs 1) or a spawned pool whose workers each
+    load the table once; results in task order, so they never depend on ``jobs``.
+    ``chunks_per_job``: tasks go out in about that many chunks per worker (None: one by
+    one, for tasks of very uneven length)."""
     jobs = max(1, jobs or os.cpu_count() or 1)
     if jobs == 1:
         _init_worker(str(table_path))
-        return [_run_one(t) for t in tasks]
+        return [fn(t) for t in tasks]
     import multiprocessing
 
+    chunksize = 1 if chunks_per_job is None else max(1, len(tasks) // (jobs * chunks_per_job))
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(str(table_path),)) as pool:
-        return list(pool.map(_run_one, tasks, chunksize=max(1, len(tasks) // (jobs * 8))))
+        return list(pool.map(fn, tasks, chunksize=chunksize))
 
 
 # -- summary -----------------------------------------------------------------------------

@@ -24,12 +24,11 @@ import os
 import random
 import statistics
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nasrl.benchmark import RunTrace, _at, _init_worker, run_tabular, summarize, worker_table
+from nasrl.benchmark import RunTrace, _at, map_on_table, run_tabular, summarize, worker_table
 from nasrl.config import ConfigError
 from nasrl.evaluators.tabular import TabularEvaluator
 from nasrl.spaces.nb201 import OPS, NB201Space
@@ -167,16 +166,7 @@ def run_study(table_path: str | os.PathLike[str], variants: Mapping[str, tuple[s
     """Every (variant, seed) pair; the outcome depends only on those, not on ``jobs``."""
     tasks = [(name, strategy, dict(config), seed, budget, landscape)
              for name, (strategy, config) in variants.items() for seed in seeds]
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    if jobs == 1:
-        _init_worker(str(table_path))
-        return [_study_one(t) for t in tasks]
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(str(table_path),)) as pool:
-        return list(pool.map(_study_one, tasks, chunksize=1))
+    return map_on_table(_study_one, tasks, table_path, jobs)
 
 
 # -- summary -----------------------------------------------------------------------------
