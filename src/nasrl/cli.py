@@ -156,6 +156,22 @@ def _strategy_overrides(items: Sequence[str], names: Sequence[str]) -> dict[str,
     return out
 
 
+def _name_list(text: str, flag: str, what: str) -> list[str]:
+    """A comma-separated list of names, at least one."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise NasrlError(f"{flag}: give at least one {what}")
+    return names
+
+
+def _check_out(out: Path | None) -> None:
+    """An --out folder that can be written: checked now, not after the results are computed."""
+    if out is not None:
+        from nasrl.checks import writable_folder
+
+        writable_folder(out, "--out")
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from nasrl.benchmark import (
         format_table,
@@ -168,16 +184,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from nasrl.evaluators.tabular import TabularEvaluator, find_nb201_table
     from nasrl.strategies import strategy_class
 
-    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    if not names:
-        raise NasrlError("--strategies: give at least one strategy")
+    names = _name_list(args.strategies, "--strategies", "strategy")
     for name in names:
         strategy_class(name)
     configs = _strategy_overrides(args.overrides, [*names, "objective"])
-    if args.out is not None:
-        from nasrl.checks import writable_folder
-
-        writable_folder(args.out, "--out")  # now, not after the results are computed
+    _check_out(args.out)
     objective_values = configs.pop("objective", {})
     table = find_nb201_table(args.table)
     evaluator = TabularEvaluator(table)
@@ -226,16 +237,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         write_study,
     )
 
-    names = [s.strip() for s in args.variants.split(",") if s.strip()]
-    if not names:
-        raise NasrlError("--variants: give at least one variant")
+    names = _name_list(args.variants, "--variants", "variant")
     check_seed(args.seed_offset + args.seeds - 1, "--seed-offset + --seeds - 1")
     overrides = _strategy_overrides(args.overrides, ["reinforce", "evolution", "random"])
     variants = resolve_variants(names, overrides)
-    if args.out is not None:
-        from nasrl.checks import writable_folder
-
-        writable_folder(args.out, "--out")  # now, not after the results are computed
+    _check_out(args.out)
     table = find_nb201_table(args.table)
     make_landscape(TabularEvaluator(table), args.landscape)  # a bad spec or table fails here
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
