@@ -90,16 +90,6 @@ def _add_study_parser(sub: Any) -> None:
                             "e.g. reinforce.batch_size=10")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
-
-
 def _add_train_parser(sub: Any) -> None:
     train = sub.add_parser("train", help="train one architecture on real data and report test accuracy")
     train.add_argument("--arch", required=True,
@@ -130,14 +120,22 @@ def _add_train_parser(sub: Any) -> None:
                        help="write the weights (state_dict) and a results JSON next to the architecture file")
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(minimum: int, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(1, text)
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(0, text)
 
 
 def _strategy_overrides(items: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
