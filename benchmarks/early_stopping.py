@@ -3,8 +3,8 @@ children (target >= 2x) and find a best child no worse than a search without it?
 
     python benchmarks/early_stopping.py --out runs/early-stopping [--dataset fashion-mnist]
         [--data-dir DIR] [--seconds 1200] [--seeds 3] [--rules median,asha] [--epochs 8]
-        [--train-samples 10000] [--strategy reinforce] [--executor process] [--workers 2]
-        [--threads 1]
+        [--train-samples 10000] [--layers 6] [--strides] [--strategy reinforce]
+        [--executor process] [--workers 2] [--threads 1]
 
 For each seed and each condition (no pruning, then each rule of ``--rules``) it runs an
 ordinary multi-trial search (budget large enough never to end it) and stops it cleanly
@@ -74,6 +74,7 @@ def search_config(args: argparse.Namespace, rule: str, seed: int) -> dict[str, A
         "executor": args.executor,
         "workers": args.workers,
         "training": {"epochs": args.epochs, "max_train_samples": args.train_samples},
+        "space_params": {"num_layers": args.layers, "predict_strides": args.strides},
         "pruning": RULES[rule],
     }
     if args.dataset != "digits":
@@ -158,6 +159,9 @@ def main() -> None:
     parser.add_argument("--rules", default="median,asha")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-samples", type=int, default=10000)
+    parser.add_argument("--layers", type=int, default=6, help="conv layers of every child")
+    parser.add_argument("--strides", action="store_true",
+                        help="the controller predicts strides (cheaper children on 28x28 images)")
     parser.add_argument("--strategy", default="reinforce")
     parser.add_argument("--executor", choices=["serial", "process"], default="process")
     parser.add_argument("--workers", type=int, default=2)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,3 +178,69 @@ def test_sampling_without_replacement_follows_the_conditional_policy() -> None:
     expected = float(lp[1] / (1 - lp[0]))
     freq = draws.count(tuple(second)) / 300
     assert abs(freq - expected) < 4 * np.sqrt(expected * (1 - expected) / 300) + 0.01
+
+
+# What nasrl 0.x up to dc27ed7 asked (always through the trie) in `_legacy_asks`: recorded
+# with that version, so a run it saved resumes with the same architectures.
+LEGACY_ASKS = [
+    '0f8ee9a919af8556', 'b771318cdaed70fc', 'd9f343b391eab06c', '1290f0b8c73fb291',
+    '0eb1ef7a189a3e41', '9279995582670942', 'c9ad22130034e543', 'acdda2ddf60f159c',
+    'dfcac16f25e90a18', 'da4098bddca7a8a8', '1f0faf06efd1d7e3', 'a9520970d849584b',
+    '4e26b9c46f26be44', '0b4415d5d11587a0', '34f423b5bf5b42a1', 'd0a0eacf7429d5f2',
+    'b553c8abf74346cb', 'e6045447af3cd87f', 'de9188fded33a7e5', '319c8eae0c9458f1',
+    '64f718da9de3958e', 'c0e6cc4923b2bf5d', '3288482509174b98', 'd2614b9fc2102518',
+    '51aa5714bc1a3259', '626d03c4189b9c6a', 'b086f3b01e00eb9b', '87ab59032d0c32e5',
+    '0804586fc7b0574c', '7c928d516751b487', 'beca14e1ea3cf4bb', '183eca517ccd4d63',
+]
+
+
+def _legacy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A state as saved before the compact seen arrays and the batched draws existed."""
+    from nasrl.spaces import get_space
+
+    space = get_space("nb201")
+    rows = [row for t in state.pop("seen_rows").values() for row in t.tolist()]
+    state.pop("sampler")
+    state["seen"] = sorted(rows, key=lambda r: space.from_tokens(r).key)
+    return state
+
+
+def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> None:
+    from nasrl.spaces import get_space
+    from nasrl.strategies.base import Observation
+    from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
+
+    def make() -> Reinforce:
+        return Reinforce(get_space("nb201"), 3, ReinforceConfig(batch_size=4, learning_rate=0.05))
+
+    strategy = make()
+    strategy.load_state_dict(_legacy_state(strategy.state_dict()))
+    keys = []
+    for round_ in range(8):
+        if round_ == 4:  # resumed from a state with seen lists, as the old version wrote it
+            state = _legacy_state(strategy.state_dict())
+            strategy = make()
+            strategy.load_state_dict(state)
+        archs = strategy.ask(4)
+        keys += [a.key for a in archs]
+        strategy.tell([Observation(a, int(a.key[:4], 16) / 65535) for a in archs])
+    assert keys == LEGACY_ASKS
+    # and a state saved now keeps the batched draws on across a resume
+    fresh = make()
+    assert fresh.state_dict()["sampler"] == "batched-then-trie"
+
+
+@pytest.mark.parametrize("n", [1, 5, 16])
+def test_drawing_all_skip_flags_at_once_uses_the_generator_as_drawing_them_one_by_one(n: int) -> None:
+    ctrl = Controller(ConvSpace(num_layers=9), ControllerConfig(init_range=1.0), seed=4)
+    one_by_one = torch.Generator().manual_seed(n)
+
+    def per_token(pos: int, logp: torch.Tensor) -> torch.Tensor:  # how every token was drawn before
+        return torch.multinomial(logp.exp(), 1, generator=one_by_one).squeeze(1)
+
+    with torch.no_grad():
+        reference = ctrl.sample_with(n, per_token)
+        at_once = ctrl.sample(n, torch.Generator().manual_seed(n))
+    assert torch.equal(at_once.tokens, reference.tokens) and at_once.tokens[:, 20:].sum() > 0
+    assert torch.allclose(at_once.log_prob, reference.log_prob)
+    assert torch.allclose(at_once.token_hidden, reference.token_hidden, atol=1e-6)

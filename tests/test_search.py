@@ -74,6 +74,43 @@ def test_store_contract_states_counts_and_atomic_rounds(tmp_path: Path) -> None:
     assert store.requeue_unfinished() == 1 and store.trial(ids[2]).state == "queued"
 
 
+def test_trial_counters_agree_with_the_table_and_are_added_to_an_older_database(tmp_path: Path) -> None:
+    space = get_space("nb201")
+    rng = np.random.default_rng(1)
+    store = TrialStore(tmp_path / "runs.db", create=True)
+    store.init_run({"budget": 9}, 0, "test", {"x": torch.zeros(1)})
+    archs = [space.sample(rng) for _ in range(6)]
+    ids = store.add_trials(0, [(a, i, None) for i, a in enumerate(archs[:4])])
+    ids += store.add_trials(1, [(archs[4], 5, None), (archs[0], 6, ids[0]), (archs[5], 7, None)])
+    for i, state in zip(ids[:3], ["complete", "failed", "pruned"], strict=True):
+        store.mark_running(i)
+        store.finish(i, state, 0.1 * i if state != "failed" else None, {}, None, 1.0)
+    store.mark_running(ids[3])
+    expected = store._count_rows()  # the whole-table COUNT(*) the counters replace
+    assert store.counts() == expected
+    assert expected["evaluated"] == 3 and expected["reused"] == 1 and expected["running"] == 1
+    assert [store.planned_before(r) for r in range(3)] == [0, 4, 6]
+    assert [store.total_trials_before(r) for r in range(3)] == [0, 4, 7]
+    assert store.planned_total() == 6
+    store.close()
+    # a database written before the counters existed: installed, counted, on the next open
+    db = sqlite3.connect(tmp_path / "runs.db")
+    db.executescript("DROP TRIGGER trial_counts_insert; DROP TRIGGER trial_counts_update; "
+                     "DROP TRIGGER trial_counts_delete; DROP TABLE trial_counts;")
+    db.execute("UPDATE trials SET state = 'queued' WHERE id = ?", (ids[3],))
+    db.commit()
+    db.close()
+    old = TrialStore(tmp_path / "runs.db", readonly=True)
+    assert old.counts()["queued"] == 4 and old.counts()["running"] == 0  # read without them
+    old.close()
+    store = TrialStore(tmp_path / "runs.db")
+    assert store.counts() == store._count_rows()
+    store.mark_running(ids[3])
+    store.finish(ids[3], "complete", 0.9, {}, None, 1.0)
+    assert store.counts() == store._count_rows() and store.counts()["evaluated"] == 4
+    assert store.best(1)[0].id == ids[3]
+
+
 def test_damaged_database_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "runs.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="damaged run database"):

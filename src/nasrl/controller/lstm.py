@@ -223,7 +223,10 @@ class Controller(nn.Module):
                         flags = torch.stack(picked, 1)
                     else:
                         entropy = entropy - (pair.exp() * pair).sum((1, 2))
-                        flags = torch.stack([choose(pos + j, pair[:, j]) for j in range(d.layer)], 1)
+                        if forced is None and pick is None:
+                            flags = self._draw_flags(pair, gen, token_logp, token_h, out, current_h[0])
+                        else:
+                            flags = torch.stack([choose(pos + j, pair[:, j]) for j in range(d.layer)], 1)
                     chosen = flags.to(logit.dtype)
                     x = (chosen[:, :, None] * torch.stack(anchors, 1)).sum(1)
                     x = x / (1.0 + chosen.sum(1, keepdim=True))
@@ -239,6 +242,22 @@ class Controller(nn.Module):
         return ControllerOutput(tokens=tokens, log_prob=per_token.sum(1), entropy=entropy,
                                 token_log_prob=per_token, token_hidden=hiddens)
 
+
+    @staticmethod
+    def _draw_flags(pair: Tensor, gen: torch.Generator | None, token_logp: list[Tensor],
+                    token_h: list[Tensor], out: list[Tensor], h: Tensor) -> Tensor:
+        """Draw an anchor's flags (n, layer) in one call instead of one per flag: at 20
+        layers that is 190 calls fewer per architecture. multinomial with one sample
+        takes one exponential per entry in memory order, so laying the flags out flag
+        by flag (layer, n, 2) consumes the generator exactly as the per-flag draws did:
+        a run saved before this change resumes with the same architectures (test)."""
+        layer, n = pair.shape[1], pair.shape[0]
+        probs = pair.detach().exp().transpose(0, 1).reshape(layer * n, 2)
+        flags = torch.multinomial(probs, 1, generator=gen).reshape(layer, n).T
+        token_logp.extend(pair.gather(2, flags[:, :, None]).squeeze(2).unbind(1))
+        token_h.extend([h] * layer)
+        out.extend(flags.unbind(1))
+        return flags
 
     def _restrict(self, logp: Tensor, prefix: list[Tensor], n: int) -> tuple[Tensor, Tensor]:
         """Renormalize the next token's log-probabilities (n, k) over the tokens that keep a

@@ -28,7 +28,7 @@ import torch
 
 from nasrl.config import ConfigError
 from nasrl.controller.lstm import Controller, ControllerConfig, ControllerOutput
-from nasrl.controller.unique import sample_unseen
+from nasrl.controller.unique import SeenIndex, draw_unseen
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.feasible import FeasiblePrefixes
 from nasrl.strategies.base import Observation, Strategy, register_strategy
@@ -169,6 +169,12 @@ class Reinforce(Strategy):
         self.adv_var: float | None = None  # EMA of (R - b)^2, for normalize_advantage
         self.buffer: list[tuple[Architecture, float]] = []
         self.seen: dict[str, list[int]] = {}  # key -> tokens, evaluated or in flight
+        self.seen_rows: dict[int, SeenIndex] = {}
+        """The same tokens by sequence length (one per depth when the depth grows): what
+        sampling without replacement avoids, and what the state saves (compact arrays)."""
+        self.batched_first = True
+        """Sampling without replacement tries batched draws before the exact trie. Off
+        only for a run saved before they existed, so it re-asks exactly what it asked."""
         self.elites: list[tuple[float, list[int]]] = []  # (reward, tokens), best first
         self.sampled_logp: dict[str, float] = {}  # log P at ask time, for PPO's ratio
         self._metrics: dict[str, float] = {}
@@ -188,7 +194,8 @@ class Reinforce(Strategy):
     def ask(self, n: int) -> list[Architecture]:
         cfg: ReinforceConfig = self.config
         if cfg.avoid_seen:
-            drawn = sample_unseen(self.controller, list(self.seen.values()), n, self.generator)
+            drawn = draw_unseen(self.controller, self._rows_of(self.space.num_tokens), n,
+                                self.generator, batched_first=self.batched_first)
             tokens = torch.tensor([row for row, _ in drawn], dtype=torch.long).reshape(n, -1)
             logps = [lp for _, lp in drawn]
         else:
@@ -198,8 +205,19 @@ class Reinforce(Strategy):
         for arch, row, lp in zip(picked, tokens.tolist(), logps, strict=True):
             self.sampled_logp[arch.key] = lp
             if cfg.avoid_seen:
-                self.seen[arch.key] = row  # in flight counts as seen
+                self.seen[arch.key] = row  # in flight counts as seen (draw_unseen indexed it)
         return picked
+
+    def _rows_of(self, length: int) -> SeenIndex:
+        if length not in self.seen_rows:
+            self.seen_rows[length] = SeenIndex(length)
+        return self.seen_rows[length]
+
+    def _see(self, arch: Architecture) -> None:
+        if arch.key not in self.seen:
+            row = self.space.to_tokens(arch)
+            self.seen[arch.key] = row
+            self._rows_of(len(row)).add(row)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int) -> list[Architecture]:
@@ -212,8 +230,7 @@ class Reinforce(Strategy):
     def tell(self, observations: Sequence[Observation]) -> None:
         cfg: ReinforceConfig = self.config
         for obs in observations:
-            if obs.arch.key not in self.seen:
-                self.seen[obs.arch.key] = self.space.to_tokens(obs.arch)
+            self._see(obs.arch)
             if obs.reward is None or not math.isfinite(obs.reward) or not self._can_learn(obs.arch):
                 self.sampled_logp.pop(obs.arch.key, None)
                 continue  # failed: counted by the caller's budget, never learned from
@@ -396,7 +413,9 @@ class Reinforce(Strategy):
                 "critic_optimizer": self.critic_optimizer.state_dict()}),
             "num_updates": self.num_updates,
             "buffer": [(a.to_json(), r) for a, r in self.buffer],
-            "seen": [self.seen[k] for k in sorted(self.seen)],
+            # compact arrays, not lists of ints: this state is saved after every round
+            "seen_rows": {n: torch.from_numpy(index.rows.copy()) for n, index in self.seen_rows.items()},
+            "sampler": "batched-then-trie" if self.batched_first else "trie",
             "elites": [(r, list(row)) for r, row in self.elites],
             "sampled_logp": dict(self.sampled_logp),
         }
@@ -410,7 +429,14 @@ class Reinforce(Strategy):
         self.num_updates = int(state["num_updates"])
         self.buffer = [(self.space.validate(Architecture.from_json(a)), float(r))
                        for a, r in state["buffer"]]
-        self.seen = {self.space.from_tokens(row).key: list(row) for row in state["seen"]}
+        # "seen" (lists, sorted by key): a state saved before the compact arrays
+        rows = state["seen"] if "seen" in state else [
+            row for t in state["seen_rows"].values() for row in t.tolist()]
+        self.seen, self.seen_rows = {}, {}
+        for row in rows:
+            self.seen[self.space.from_tokens(row).key] = list(row)
+            self._rows_of(len(row)).add(row)
+        self.batched_first = state.get("sampler") == "batched-then-trie"
         self.sampled_logp = {str(k): float(v) for k, v in state["sampled_logp"].items()}
         pending = state.get("pending")  # .get: states from before return_mode have none
         self.pending = None if pending is None else (
