@@ -296,9 +296,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{counts['failed']} failed, {counts['pruned']} pruned, {counts['running']} running, "
         f"{counts['queued']} queued, {counts['reused']} reused"
     )
-    depths = _depth_line(view)
-    if depths:
-        print(depths)
+    if view.depth_note:
+        print(view.depth_note)
     if state.startswith("running"):
         from nasrl.monitor import epoch_line
 
@@ -316,23 +315,6 @@ def cmd_status(args: argparse.Namespace) -> int:
                 + (f"{100 * quality:.2f}%" if view.objective.quality == "accuracy" else f"{quality:.1f}"))
         print(f"best: trial {best[0].id}, reward {format_reward(best[0].reward)}{what}")
     return 0
-
-
-def _depth_line(view: Any) -> str | None:
-    """With a depth schedule: the schedule and how many trials were asked at each depth."""
-    from nasrl.search import depth_schedule
-
-    schedule = depth_schedule(view.config)
-    if schedule is None:
-        return None
-    per_depth: dict[int, int] = {}
-    for t in view.store.trials():
-        depth = view.space.space_of(t.arch).num_layers
-        per_depth[depth] = per_depth.get(depth, 0) + 1
-    cap = "" if schedule.maximum is None else f", at most {schedule.maximum}"
-    asked = ", ".join(f"{n} at {d}" for d, n in sorted(per_depth.items())) or "none yet"
-    return (f"depth: {schedule.start} layers, +{schedule.step} every {schedule.every} "
-            f"architectures{cap}; trials by depth: {asked}")
 
 
 def cmd_best(args: argparse.Namespace) -> int:
