@@ -125,12 +125,18 @@ def test_evolution_grows_a_shallow_parent_to_the_depth_asked() -> None:
     ("random", {}),
     ("evolution", {"population_size": 6, "tournament_size": 3}),
 ])
-def test_every_strategy_asks_each_child_at_the_scheduled_depth_and_resumes(
+def test_every_strategy_asks_each_child_at_the_scheduled_depth_and_resumes_identically(
         tmp_path: Path, strategy: str, config: dict[str, object]) -> None:
     cfg = SearchConfig(space="conv", space_params={"depth_schedule": SCHEDULE}, strategy=strategy,
                        strategy_config=config, budget=24, executor="serial", seed=5, round_size=5)
+    search = Search.create(tmp_path / "whole", cfg)
+    search.run(SerialExecutor(), evaluator=FilterEvaluator())
+    want = [(t.arch.key, t.reward) for t in search.store.trials()]
+    search.close()
+
     search = Search.create(tmp_path / "run", cfg)
-    search.run(SerialExecutor(), evaluator=FilterEvaluator(), max_rounds=2)  # stops at 10, a depth of 3
+    # stopped with 10 told and round 2 (children 10-14, depths 3 and 4) asked ahead
+    search.run(SerialExecutor(), evaluator=FilterEvaluator(), max_rounds=2)
     search.close()
     search = Search.open(tmp_path / "run")
     search.run(SerialExecutor(), evaluator=FilterEvaluator())
@@ -139,6 +145,7 @@ def test_every_strategy_asks_each_child_at_the_scheduled_depth_and_resumes(
     schedule = DepthSchedule(**SCHEDULE)  # type: ignore[arg-type]
     assert [depth(t.arch) for t in trials] == [schedule.depth_at(i) for i in range(len(trials))]
     assert len(trials) == 24 and all(t.state == "complete" for t in trials)
+    assert [(t.arch.key, t.reward) for t in trials] == want
     if strategy == "reinforce":  # avoid_seen: every architecture new
         assert len({t.arch.key for t in trials}) == 24
 
@@ -205,6 +212,8 @@ def test_digits_search_grows_the_depth_and_kill_9_after_a_change_then_resume_end
     store.close()
     status = cli("status", str(reference))
     assert "trials by depth: 4 at 2, 4 at 3, 4 at 4" in status.stdout, status.stdout
+    assert cli("report", str(reference)).returncode == 0
+    assert "trials by depth: 4 at 2, 4 at 3, 4 at 4" in (reference / "report" / "index.html").read_text()
 
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "nasrl", "search", "--budget", str(budget), *DIGITS,
