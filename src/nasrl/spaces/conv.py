@@ -6,9 +6,15 @@ point, where the attention picks which earlier layers feed this one. Strides and
 are optional, as in the paper's v1 (none), v2 (predicted strides) and v3 (pooling) spaces.
 
 The paper grows the depth during the search (6 layers, +2 every 1,600 architectures); a
-space has a fixed depth, and :meth:`ConvSpace.with_layers` gives the deeper one. The
-controller's parameters are per decision kind, not per position, so the same controller
-serves every depth.
+space has a fixed depth, and :meth:`ConvSpace.with_layers` gives the deeper one: the
+spaces of every depth form one family, built once and shared. Layer ``i``'s decisions do
+not depend on the depth, so a shallower architecture's tokens are a prefix of a deeper
+one's, and :meth:`ConvSpace.space_of` / :meth:`ConvSpace.space_of_tokens` find the member
+an architecture or a token row belongs to (its depth is in its choices, so architectures
+of different depths never share a key). The controller's parameters are per decision
+kind, not per position, so the same controller serves every depth. :class:`DepthSchedule`
+says which depth the search asks at (``space_params.depth_schedule``, see
+:mod:`nasrl.search`).
 """
 
 from __future__ import annotations
