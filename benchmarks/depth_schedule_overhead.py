@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,8 +34,8 @@ class Filters64(Evaluator):
         return EvalResult("complete", {"val_acc": acc, "val_acc_max_last": acc})
 
 
-def overhead(run_dir: Path, space_params: dict[str, object], budget: int) -> float:
-    config = SearchConfig(space="conv", space_params=space_params, budget=budget, executor="serial",
+def overhead(run_dir: Path, space_params: Mapping[str, Any], budget: int) -> float:
+    config = SearchConfig(space="conv", space_params=dict(space_params), budget=budget, executor="serial",
                           seed=0)
     search = Search.create(run_dir, config)
     try:

@@ -142,7 +142,7 @@ def test_every_strategy_asks_each_child_at_the_scheduled_depth_and_resumes_ident
     search.run(SerialExecutor(), evaluator=FilterEvaluator())
     trials = search.store.trials()
     search.close()
-    schedule = DepthSchedule(**SCHEDULE)  # type: ignore[arg-type]
+    schedule = DepthSchedule(**SCHEDULE)
     assert [depth(t.arch) for t in trials] == [schedule.depth_at(i) for i in range(len(trials))]
     assert len(trials) == 24 and all(t.state == "complete" for t in trials)
     assert [(t.arch.key, t.reward) for t in trials] == want
@@ -181,7 +181,8 @@ DIGITS = ["--executor", "serial", "--seed", "3", "--quiet",
 
 def final_state(run: Path) -> tuple[list[tuple[str, int, float | None, str]], dict[str, torch.Tensor]]:
     store = TrialStore(run / "runs.db", readonly=True)
-    trials = [(t.arch.key, t.seed, t.reward, t.state) for t in store.trials()]
+    trials: list[tuple[str, int, float | None, str]] = [(t.arch.key, t.seed, t.reward, t.state)
+                                                        for t in store.trials()]
     _, _, state = store.strategy_state()
     store.close()
     return trials, state["controller"]
