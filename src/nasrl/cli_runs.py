@@ -296,6 +296,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{counts['failed']} failed, {counts['pruned']} pruned, {counts['running']} running, "
         f"{counts['queued']} queued, {counts['reused']} reused"
     )
+    if view.depth_note:
+        print(view.depth_note)
     if state.startswith("running"):
         from nasrl.monitor import epoch_line
 

@@ -273,6 +273,7 @@ def _html(view: RunView, info: dict[str, Any], plots: list[str], axes: list[str]
         )
     failed = [t for t in store.trials(state="failed")][:20]
     failed_rows = "".join(f"<tr><td>{t.id}</td><td>{html.escape(t.error or '')}</td></tr>" for t in failed)
+    depth = f"<p>{html.escape(view.depth_note)}</p>" if view.depth_note else ""
     images = "".join(f'<p><img src="{p}" alt="{p}" style="max-width:100%"></p>' for p in plots)
     config = html.escape(json.dumps(info["config"], indent=2, sort_keys=True))
     failed_table = (
@@ -288,7 +289,7 @@ tr:nth-child(even){{background:#f3f3f3}}code{{font-size:85%}}</style></head><bod
 <p>{html.escape(state)}; {counts["evaluated"]} of {info["config"]["budget"]} evaluated,
 {counts["failed"]} failed, {counts["pruned"]} pruned, {counts["reused"]} reused; seed {info["seed"]};
 nasrl {html.escape(info["version"])}</p>
-<p>{html.escape(view.reward_note)}</p>
+<p>{html.escape(view.reward_note)}</p>{depth}
 <h2>Leaderboard</h2>
 <table><tr><th>#</th><th>trial</th><th>reward</th><th>{html.escape(_quality_label(view))}</th><th>params</th>
 <th>architecture</th></tr>

@@ -14,7 +14,7 @@ from typing import Any
 
 from nasrl.errors import NasrlError
 from nasrl.objectives import Objective, pareto_front
-from nasrl.search import DB_NAME, SearchConfig, make_objective, make_space, read_run_config
+from nasrl.search import DB_NAME, SearchConfig, depth_schedule, make_objective, make_space, read_run_config
 from nasrl.spaces.base import SearchSpace
 from nasrl.store.sqlite import StoreError, Trial, TrialStore
 
@@ -34,6 +34,22 @@ class RunView:
     @property
     def reward_note(self) -> str:
         return self.legacy_note or f"reward {self.objective.describe()}"
+
+    @property
+    def depth_note(self) -> str | None:
+        """With a depth schedule: the schedule and how many trials were asked at each depth
+        (each trial's depth is its architecture's, so it survives any resume)."""
+        schedule = depth_schedule(self.config)
+        if schedule is None:
+            return None
+        per_depth: dict[int, int] = {}
+        for t in self.store.trials():
+            depth = int(getattr(self.space.space_of(t.arch), "num_layers", 0))
+            per_depth[depth] = per_depth.get(depth, 0) + 1
+        cap = "" if schedule.maximum is None else f", at most {schedule.maximum}"
+        asked = ", ".join(f"{n} at {d}" for d, n in sorted(per_depth.items())) or "none yet"
+        return (f"depth: {schedule.start} layers, +{schedule.step} every {schedule.every} "
+                f"architectures{cap}; trials by depth: {asked}")
 
     def quality(self, trial: Trial) -> float | None:
         """The trial's quality metric (accuracy, or perplexity for language models)."""

@@ -10,6 +10,15 @@ results, unfinished ones run again with the same seeds. Results never depend on 
 in which workers finish, so serial, process-pool and Ray runs with one seed give the same
 trials -- except with pruning on the process pool, where whether a child is stopped
 depends on what the others have reported by then (see :mod:`nasrl.pruning`).
+
+Depth schedule (the paper's growing depth; ``space_params.depth_schedule``, conv only):
+the i-th architecture asked (0-based, over the whole run, repeats answered from the cache
+included) is sampled at ``DepthSchedule.depth_at(i)``. Before each ask the search hands
+the strategy the conv space at that depth (:meth:`Strategy.use_space`); a round that
+straddles a change is asked in two parts. The count comes from the trials in the store,
+so it is not strategy state and a resumed run asks every round at the depth it had. The
+depth is recorded in each trial through its architecture (its layers; keys differ across
+depths), and ``nasrl status`` shows the depths asked.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from nasrl.objectives import Objective, ObjectiveConfig
 from nasrl.oneshot.config import OneShotConfig
 from nasrl.pruning import HIGHER_IS_BETTER, PruningConfig, should_prune
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
+from nasrl.spaces.conv import ConvSpace, DepthSchedule
 from nasrl.spaces.registry import get_space
 from nasrl.store.sqlite import Progress, StoreError, Trial, TrialState, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
@@ -111,6 +121,14 @@ class SearchConfig:
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         check_seed(self.seed)
+        if "depth_schedule" in self.space_params:
+            if self.method != "multi-trial":
+                raise ConfigError("space_params.depth_schedule needs method multi-trial (a one-shot "
+                                  "supernet has one depth)")
+            if self.space != "conv":
+                raise ConfigError(f"space_params.depth_schedule: only the conv space has a depth to "
+                                  f"grow, not {self.space!r}")
+            depth_schedule(self)  # bad keys or values: named now, before anything runs
         if self.trial_timeout is not None:
             if not math.isfinite(self.trial_timeout) or self.trial_timeout <= 0:
                 raise ConfigError(f"trial_timeout must be a positive number of seconds, "
@@ -208,8 +226,25 @@ def trial_seed(run_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([run_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def depth_schedule(config: SearchConfig) -> DepthSchedule | None:
+    """The run's depth schedule (``space_params.depth_schedule``), or None."""
+    if "depth_schedule" not in config.space_params:
+        return None
+    try:
+        return DepthSchedule.from_config(config.space_params["depth_schedule"],
+                                         config.space_params.get("num_layers"))
+    except SpaceError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def make_space(config: SearchConfig) -> SearchSpace:
-    return get_space(config.space, **config.space_params)
+    """The run's space; with a depth schedule, at its first depth."""
+    params = dict(config.space_params)
+    schedule = depth_schedule(config)
+    if schedule is not None:
+        del params["depth_schedule"]
+        params["num_layers"] = schedule.start
+    return get_space(config.space, **params)
 
 
 def make_objective(config: SearchConfig) -> Objective:
@@ -310,6 +345,7 @@ class Search:
         self.listeners: list[RunListener] = []
         self.curves: dict[int, list[float]] = {}
         """Learning curves the pruning rule compares against (trial id -> metric per epoch)."""
+        self.schedule = depth_schedule(config)
         _restrict_to_table(strategy, config, space, self.objective)
 
     # -- opening runs ------------------------------------------------------------------------
@@ -504,9 +540,20 @@ class Search:
             spent = planned >= cfg.budget or self.store.total_trials_before(asked) >= 50 * cfg.budget
             if spent and not replay:
                 break
-            self._queue_round(asked, self.strategy.ask(replay or min(round_size, cfg.budget - planned)))
+            self._queue_round(asked, self._ask(asked, replay or min(round_size, cfg.budget - planned)))
             asked += 1
         return asked
+
+    def _ask(self, round_: int, n: int) -> list[Architecture]:
+        """``n`` architectures for round ``round_``, each at the depth the schedule gives it."""
+        if self.schedule is None:
+            return self.strategy.ask(n)
+        assert isinstance(self.space, ConvSpace)  # the config allows a schedule for conv only
+        archs: list[Architecture] = []
+        for depth, count in self.schedule.segments(self.store.total_trials_before(round_), n):
+            self.strategy.use_space(self.space.with_layers(depth))
+            archs += self.strategy.ask(count)
+        return archs
 
     @staticmethod
     def _runnable(trials: list[Trial]) -> list[Trial]:

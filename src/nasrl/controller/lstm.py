@@ -70,6 +70,12 @@ class ControllerOutput:
     token_hidden: Tensor
     """(n, num_tokens, hidden) the top layer's hidden state that each token's distribution
     was computed from: it has read only the tokens before it (a critic's input)."""
+    token_entropy: Tensor | None = None
+    """(n, num_tokens) each token's entropy given the ones before it (a skip flag's own)."""
+    token_mask: Tensor | None = None
+    """(n, num_tokens) bool, from :meth:`Controller.score_rows` on rows of several depths:
+    which positions belong to each row (past a row's end its log-probabilities are 0 and
+    count in neither ``log_prob`` nor ``entropy``). None: every position counts."""
 
 
 Picker = Callable[[int, Tensor], Tensor]
@@ -136,6 +142,31 @@ class Controller(nn.Module):
             )
         return self._walk(tokens.shape[0], tokens.long(), None)
 
+    def score_rows(self, rows: Sequence[Sequence[int]]) -> ControllerOutput:
+        """Score token rows of different depths of the space's family in one batch.
+
+        A shallower conv architecture's decisions are the first decisions of a deeper one,
+        and the walk is causal, so each row is padded to the longest and scored at that
+        depth; the padding's log-probabilities and entropies are masked out. Rows of one
+        depth are scored exactly as :meth:`score` scores them.
+        """
+        lengths = [len(r) for r in rows]
+        longest = max(lengths)
+        space = self.space.space_of_tokens(longest)
+        if all(n == longest for n in lengths):
+            return self._walk(len(rows), torch.tensor([list(r) for r in rows],
+                                                      dtype=torch.long).reshape(len(rows), longest),
+                              None, space=space)
+        padded = torch.tensor([list(r) + [0] * (longest - len(r)) for r in rows], dtype=torch.long)
+        mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+        out = self._walk(len(rows), padded, None, space=space)
+        assert out.token_entropy is not None
+        token_logp = torch.where(mask, out.token_log_prob, torch.zeros_like(out.token_log_prob))
+        entropy = torch.where(mask, out.token_entropy, torch.zeros_like(out.token_entropy)).sum(1)
+        return ControllerOutput(tokens=padded, log_prob=token_logp.sum(1), entropy=entropy,
+                                token_log_prob=token_logp, token_hidden=out.token_hidden,
+                                token_entropy=out.token_entropy, token_mask=mask)
+
     def encode(self, archs: Sequence[Architecture]) -> Tensor:
         rows = [self.space.to_tokens(a) for a in archs]
         return torch.tensor(rows, dtype=torch.long).reshape(len(rows), self.space.num_tokens)
@@ -163,12 +194,13 @@ class Controller(nn.Module):
 
     def _walk(
         self, n: int, forced: Tensor | None, gen: torch.Generator | None,
-        pick: Picker | None = None,
+        pick: Picker | None = None, space: SearchSpace | None = None,
     ) -> ControllerOutput:
         """One pass over the decisions; every token goes through ``choose``.
 
         ``choose(pos, logp)`` gets the log-probabilities (n, k) of token ``pos``'s k values
         -- a skip flag is a 2-way choice (absent, present) -- and returns the tokens (n,).
+        ``space``: a member of the family to walk (default: the controller's own).
         """
         hidden = self.config.hidden_size
         zeros = self.go.new_zeros(n, hidden)
@@ -177,6 +209,7 @@ class Controller(nn.Module):
         entropy = self.go.new_zeros(n)
         token_logp: list[Tensor] = []
         token_h: list[Tensor] = []
+        token_ent: list[Tensor] = []  # per token; ``entropy`` keeps its own sum, as before
         current_h = [self.go.new_zeros(n, hidden)]  # the state the next token is drawn from
         anchors: list[Tensor] = []  # hidden state at each earlier anchor
         anchors_w: list[Tensor] = []  # W_prev h_j, computed once per anchor
@@ -195,7 +228,7 @@ class Controller(nn.Module):
             return tok
 
         pos = 0
-        for d in self.space.decisions:
+        for d in (space or self.space).decisions:
             h = self._step(x, state)
             current_h[0] = h
             if isinstance(d, Categorical):
@@ -203,8 +236,11 @@ class Controller(nn.Module):
                 if self.feasible is not None:
                     logp_all, plogp = self._restrict(logp_all, out, n)
                     entropy = entropy - plogp
+                    token_ent.append(-plogp)
                 else:
-                    entropy = entropy - (logp_all.exp() * logp_all).sum(1)
+                    plogp = (logp_all.exp() * logp_all).sum(1)
+                    entropy = entropy - plogp
+                    token_ent.append(-plogp)
                 x = self.embeddings[d.kind](choose(pos, logp_all))
             else:
                 if d.layer == 0:
@@ -219,10 +255,12 @@ class Controller(nn.Module):
                         for j in range(d.layer):  # each flag's mask depends on the ones before
                             flag_logp, plogp = self._restrict(pair[:, j], out, n)
                             entropy = entropy - plogp
+                            token_ent.append(-plogp)
                             picked.append(choose(pos + j, flag_logp))
                         flags = torch.stack(picked, 1)
                     else:
                         entropy = entropy - (pair.exp() * pair).sum((1, 2))
+                        token_ent.extend((-(pair.exp() * pair).sum(2)).unbind(1))
                         if forced is None and pick is None:
                             flags = self._draw_flags(pair, gen, token_logp, token_h, out, current_h[0])
                         else:
@@ -235,12 +273,13 @@ class Controller(nn.Module):
             pos += d.num_tokens
         if out:
             tokens, per_token = torch.stack(out, 1), torch.stack(token_logp, 1)
-            hiddens = torch.stack(token_h, 1)
+            hiddens, per_token_ent = torch.stack(token_h, 1), torch.stack(token_ent, 1)
         else:
             tokens, per_token = torch.zeros(n, 0, dtype=torch.long), self.go.new_zeros(n, 0)
-            hiddens = self.go.new_zeros(n, 0, hidden)
+            hiddens, per_token_ent = self.go.new_zeros(n, 0, hidden), self.go.new_zeros(n, 0)
         return ControllerOutput(tokens=tokens, log_prob=per_token.sum(1), entropy=entropy,
-                                token_log_prob=per_token, token_hidden=hiddens)
+                                token_log_prob=per_token, token_hidden=hiddens,
+                                token_entropy=per_token_ent)
 
 
     @staticmethod

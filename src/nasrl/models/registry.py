@@ -58,6 +58,7 @@ def build_model(
         builder = _BUILDERS[space.name]
     except KeyError:
         raise NasrlError(f"no model builder for space {space.name!r}") from None
+    space = space.space_of(arch)  # a run with a depth schedule: the architecture's own depth
     arch = space.validate(arch)
     try:
         return builder(space, arch, input_shape=tuple(input_shape), num_classes=num_classes, **options)

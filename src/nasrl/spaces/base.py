@@ -283,6 +283,27 @@ class SearchSpace:
         """Keyword arguments that rebuild this space through the registry."""
         return {}
 
+    # -- a family of spaces (the conv space's depths) ---------------------------------------
+    def space_of(self, arch: Architecture) -> SearchSpace:
+        """The member of this space's family that ``arch`` belongs to. A space without a
+        family (every space but ``conv``, whose depth can grow) is its own only member."""
+        return self
+
+    def space_of_tokens(self, num_tokens: int) -> SearchSpace:
+        """The member of the family whose token rows have ``num_tokens`` tokens."""
+        if num_tokens != self.num_tokens:
+            raise SpaceError(f"space {self.name!r}: expected {self.num_tokens} tokens, got {num_tokens}")
+        return self
+
+    def adapt(self, arch: Architecture, rng: np.random.Generator) -> Architecture:
+        """``arch`` carried into this space: decisions this space shares with it keep their
+        values, the others (a deeper space's new layers) are drawn uniformly from ``rng``."""
+        old = arch.as_dict()
+        choices = [(d.name, _kept(d, old[d.name]) if d.name in old else None) for d in self]
+        return Architecture(self.name, tuple((name, value if value is not None else
+                                              self.decision(name).sample(rng))
+                                             for name, value in choices))
+
     # -- making and checking architectures ----------------------------------------------
     def make(self, choices: Mapping[str, Any]) -> Architecture:
         """Validate ``choices`` (decision name -> value) and return the canonical Architecture."""
@@ -344,3 +365,11 @@ class SearchSpace:
             choices.append((d.name, d.decode([int(t) for t in tokens[pos : pos + d.num_tokens]])))
             pos += d.num_tokens
         return Architecture(self.name, tuple(choices))
+
+
+def _kept(decision: Decision, value: Choice) -> Choice | None:
+    """``value`` if ``decision`` accepts it, else None (drawn afresh by :meth:`adapt`)."""
+    try:
+        return decision.validate(value)
+    except SpaceError:
+        return None

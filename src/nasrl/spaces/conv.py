@@ -6,9 +6,15 @@ point, where the attention picks which earlier layers feed this one. Strides and
 are optional, as in the paper's v1 (none), v2 (predicted strides) and v3 (pooling) spaces.
 
 The paper grows the depth during the search (6 layers, +2 every 1,600 architectures); a
-space has a fixed depth, and :meth:`ConvSpace.with_layers` gives the deeper one. The
-controller's parameters are per decision kind, not per position, so the same controller
-serves every depth.
+space has a fixed depth, and :meth:`ConvSpace.with_layers` gives the deeper one: the
+spaces of every depth form one family, built once and shared. Layer ``i``'s decisions do
+not depend on the depth, so a shallower architecture's tokens are a prefix of a deeper
+one's, and :meth:`ConvSpace.space_of` / :meth:`ConvSpace.space_of_tokens` find the member
+an architecture or a token row belongs to (its depth is in its choices, so architectures
+of different depths never share a key). The controller's parameters are per decision
+kind, not per position, so the same controller serves every depth. :class:`DepthSchedule`
+says which depth the search asks at (``space_params.depth_schedule``, see
+:mod:`nasrl.search`).
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ class ConvSpace(SearchSpace):
         self.strides = tuple(strides)
         self.pooling = pooling
         self.skip_connections = skip_connections
+        # the same space at other depths, built once and shared by every member
+        self._family: dict[int, ConvSpace] = {num_layers: self}
         super().__init__([d for i in range(num_layers) for d in self._layer(i)])
 
     def _layer(self, i: int) -> list[Decision]:
@@ -106,7 +114,29 @@ class ConvSpace(SearchSpace):
 
     def with_layers(self, num_layers: int) -> ConvSpace:
         """The same space at another depth (the paper's depth schedule)."""
-        return ConvSpace(**{**self.params(), "num_layers": num_layers})
+        member = self._family.get(num_layers)
+        if member is None:
+            member = ConvSpace(**{**self.params(), "num_layers": num_layers})
+            member._family = self._family
+            self._family[num_layers] = member
+        return member
+
+    def space_of(self, arch: Architecture) -> ConvSpace:
+        """The same space at ``arch``'s depth: its layers are named L0 .. L{depth-1}, and a
+        layer's decisions do not depend on the depth, so a shallower architecture is the
+        first layers of a deeper one (and its tokens a prefix of the deeper one's)."""
+        depth = sum(1 for name, _ in arch.choices if name.endswith(".filter_height"))
+        return self if arch.space != self.name or depth < 1 else self.with_layers(depth)
+
+    def space_of_tokens(self, num_tokens: int) -> ConvSpace:
+        per_layer = sum(d.num_tokens for d in self._layer(0))
+        depth, total = 0, 0
+        while total < num_tokens:
+            total += per_layer + (depth if self.skip_connections else 0)
+            depth += 1
+        if total != num_tokens:
+            raise SpaceError(f"conv: no depth has {num_tokens} tokens")
+        return self.with_layers(depth)
 
     def layer(self, arch: Architecture, i: int) -> dict[str, Any]:
         """Layer ``i``'s settings with defaults filled in: what a builder needs."""
@@ -124,6 +154,9 @@ class ConvSpace(SearchSpace):
         }
 
     def describe(self, arch: Architecture) -> str:
+        member = self.space_of(arch)
+        if member is not self:  # a run with a depth schedule holds several depths
+            return member.describe(arch)
         arch = self.validate(arch)
         parts = []
         for i in range(self.num_layers):
@@ -142,7 +175,12 @@ class ConvSpace(SearchSpace):
 @dataclass(frozen=True)
 class DepthSchedule:
     """Depth as a function of architectures sampled so far: the paper starts at 6 layers and
-    adds 2 every 1,600 (``DepthSchedule(6, 2, 1600)``), optionally capped at ``maximum``."""
+    adds 2 every 1,600 (``DepthSchedule(6, 2, 1600)``), optionally capped at ``maximum``.
+
+    A search reads it from ``space_params.depth_schedule`` (:meth:`from_config`); the i-th
+    architecture asked (0-based, counting every architecture the strategy proposed,
+    repeats answered from the cache included) is sampled at ``depth_at(i)``.
+    """
 
     start: int = 6
     step: int = 2
@@ -150,9 +188,51 @@ class DepthSchedule:
     maximum: int | None = None
 
     def __post_init__(self) -> None:
-        if self.start < 1 or self.step < 0 or self.every < 1:
-            raise SpaceError("depth schedule: start >= 1, step >= 0 and every >= 1 are required")
+        for name in ("start", "step", "every", "maximum"):
+            value = getattr(self, name)
+            if value is None and name == "maximum":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpaceError(f"space_params.depth_schedule.{name} must be a positive integer, "
+                                 f"got {value!r}")
+        if self.maximum is not None and self.maximum < self.start:
+            raise SpaceError(f"space_params.depth_schedule.maximum ({self.maximum}) is below its "
+                             f"start ({self.start})")
+
+    @classmethod
+    def from_config(cls, values: Any, num_layers: Any = None) -> DepthSchedule:
+        """Read ``space_params.depth_schedule``: a table of start, step, every, maximum (the
+        paper's 6, 2, 1600, no maximum by default). ``num_layers``, if the space parameters
+        give it too, must agree with ``start`` (and is the start when ``start`` is left out)."""
+        where = "space_params.depth_schedule"
+        if not isinstance(values, dict):
+            raise SpaceError(f"{where} must be a table like {{start = 6, step = 2, every = 1600}}, "
+                             f"got {values!r}")
+        unknown = sorted(set(values) - {"start", "step", "every", "maximum"})
+        if unknown:
+            raise SpaceError(f"{where}: unknown key {unknown[0]!r} (known: every, maximum, start, step)")
+        if num_layers is not None:
+            if "start" in values and values["start"] != num_layers:
+                raise SpaceError(f"{where}.start ({values['start']!r}) and space_params.num_layers "
+                                 f"({num_layers!r}) disagree; give the first depth once")
+            values = {"start": num_layers, **values}
+        return cls(**values)
 
     def depth_at(self, sampled: int) -> int:
         depth = self.start + self.step * (sampled // self.every)
         return depth if self.maximum is None else min(depth, self.maximum)
+
+    def segments(self, first: int, n: int) -> list[tuple[int, int]]:
+        """(depth, count) runs for the architectures ``first .. first + n - 1``: a round that
+        straddles a change of depth is asked in two parts."""
+        out: list[tuple[int, int]] = []
+        i = first
+        while i < first + n:
+            count = min(first + n, (i // self.every + 1) * self.every) - i
+            depth = self.depth_at(i)
+            if out and out[-1][0] == depth:  # capped at the maximum: one run
+                out[-1] = (depth, out[-1][1] + count)
+            else:
+                out.append((depth, count))
+            i += count
+        return out

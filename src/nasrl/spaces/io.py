@@ -22,6 +22,7 @@ METADATA_FIELDS = frozenset({"trial", "reward", "feasible", "metrics", "descript
 
 
 def architecture_document(space: SearchSpace, arch: Architecture) -> dict[str, Any]:
+    space = space.space_of(arch)  # its own depth (a run with a depth schedule has several)
     arch = space.validate(arch)
     return {"space": space.name, "params": space.params(), "choices": arch.to_dict()["choices"]}
 

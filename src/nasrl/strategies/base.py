@@ -23,6 +23,11 @@ Written once here; subclasses document only what differs.
   the strategy: no random state used, no bookkeeping. A one-shot search uses it to pick
   the architecture of each shared-weight training batch and to derive its result;
   strategies without a distribution to draw from (evolution) do not offer it.
+* ``use_space(space)`` switches to another member of the space's family before an ask
+  (the depth schedule's deeper conv space): later asks come from it, while ``tell``, the
+  state and the bookkeeping accept architectures of every member (each one's own depth is
+  in its choices, ``space.space_of(arch)``). The search sets it before every ask, so it is
+  not state.
 * A strategy never trains a child network and never touches an executor.
 """
 
@@ -58,6 +63,10 @@ class Strategy(abc.ABC):
     def batch_size(self) -> int:
         """How many architectures the strategy would like to be asked for at a time."""
         return 1
+
+    def use_space(self, space: SearchSpace) -> None:
+        """Ask from ``space``, a member of the current space's family, from now on."""
+        self.space = space
 
     def restrict(self, feasible: FeasiblePrefixes) -> None:
         """The feasible set under hard static limits; by default not used."""

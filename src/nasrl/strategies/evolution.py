@@ -5,6 +5,12 @@ a one-decision mutation of the best of ``tournament_size`` members drawn at rand
 every evaluated child joins the population while the *oldest* member (not the worst)
 leaves: good architectures have to be rediscovered to survive, which regularizes against
 lucky evaluations.
+
+Under a depth schedule the population holds members of the depths asked so far. A parent
+shallower than the depth now asked is *grown* rather than mutated: its layers are kept and
+the new ones drawn uniformly (:meth:`SearchSpace.adapt`), so every child has the depth the
+schedule gives, and the best shallow networks seed the deeper ones (the grown child is new,
+its key names its depth, so no further mutation is needed).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ class RegularizedEvolution(Strategy):
             return self.space.sample(self.rng)
         idx = self.rng.choice(len(self.population), size=cfg.tournament_size, replace=False)
         parent = max((self.population[int(i)] for i in idx), key=lambda m: m[1])[0]
+        if self.space.space_of(parent) is not self.space:
+            return self.space.adapt(parent, self.rng)
         return self.space.mutate(parent, self.rng)
 
     def tell(self, observations: Sequence[Observation]) -> None:
@@ -77,7 +85,12 @@ class RegularizedEvolution(Strategy):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.rng.bit_generator.state = dict(state["rng"])
         self.population = deque(
-            (self.space.validate(Architecture.from_json(a)), float(r))
+            (_validated(self.space, Architecture.from_json(a)), float(r))
             for a, r in state["population"]
         )
         self.asked_random = int(state["asked_random"])
+
+
+def _validated(space: SearchSpace, arch: Architecture) -> Architecture:
+    """``arch`` checked against its own member of ``space``'s family (its depth)."""
+    return space.space_of(arch).validate(arch)

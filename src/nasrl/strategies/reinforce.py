@@ -15,6 +15,14 @@ Metric names are fixed: ``reward/mean`` (of the returns), ``controller/entropy``
 ``controller/advantage_var``, and while ``measure_updates`` lasts
 ``controller/pg_grad_sqnorm``, ``controller/pg_grad_var``,
 ``controller/pg_grad_var_no_baseline``.
+
+Across depths (a search's depth schedule, :meth:`use_space`) there is one controller, its
+parameters shared by every depth as in the paper: a deeper space only adds decision steps.
+A batch may mix depths: its rows are scored together, each masked to its own length
+(:meth:`Controller.score_rows`), so an update, the elites' likelihood and PPO's ratio take
+every architecture at its own depth. ``seen`` holds rows of every depth (keys differ
+across depths); ``avoid_seen`` conditions each ask on the rows of the depth asked, the
+only ones it could repeat.
 """
 
 from __future__ import annotations
@@ -184,6 +192,10 @@ class Reinforce(Strategy):
         cfg: ReinforceConfig = self.config
         return cfg.batch_size
 
+    def use_space(self, space: SearchSpace) -> None:
+        self.controller.use_space(space)  # same kinds, more decision steps
+        self.space = space
+
     def restrict(self, feasible: FeasiblePrefixes) -> None:
         cfg: ReinforceConfig = self.config
         if cfg.constrained_decoding:
@@ -194,6 +206,7 @@ class Reinforce(Strategy):
     def ask(self, n: int) -> list[Architecture]:
         cfg: ReinforceConfig = self.config
         if cfg.avoid_seen:
+            # the rows of the depth asked (the current space's): one index per depth
             drawn = draw_unseen(self.controller, self._rows_of(self.space.num_tokens), n,
                                 self.generator, batched_first=self.batched_first)
             tokens = torch.tensor([row for row, _ in drawn], dtype=torch.long).reshape(n, -1)
@@ -215,7 +228,7 @@ class Reinforce(Strategy):
 
     def _see(self, arch: Architecture) -> None:
         if arch.key not in self.seen:
-            row = self.space.to_tokens(arch)
+            row = self.space.space_of(arch).to_tokens(arch)  # at the architecture's own depth
             self.seen[arch.key] = row
             self._rows_of(len(row)).add(row)
 
@@ -267,16 +280,16 @@ class Reinforce(Strategy):
         cfg: ReinforceConfig = self.config
         archs = [a for a, _ in batch]
         returns = torch.tensor([r for _, r in batch])
-        tokens = self.controller.encode(archs)
+        rows = [self.space.space_of(a).to_tokens(a) for a in archs]  # one depth or several
         # PPO's denominator; plain REINFORCE (one epoch) needs no second scoring pass
-        old_logp = self._old_logp(archs, tokens) if cfg.update_epochs > 1 else None
-        out = self.controller.score(tokens)
-        advantage, b = self._advantages(returns, out.token_hidden)  # fixed for all epochs
+        old_logp = self._old_logp(archs, rows) if cfg.update_epochs > 1 else None
+        out = self.controller.score_rows(rows)
+        advantage, b = self._advantages(returns, out.token_hidden, out.token_mask)  # fixed for all epochs
         loss_value, grad_norm, entropy = 0.0, 0.0, 0.0
         measured: dict[str, float] = {}
         for epoch in range(cfg.update_epochs):
             if epoch > 0:
-                out = self.controller.score(tokens)
+                out = self.controller.score_rows(rows)
             pg_loss = _pg_loss(out, advantage, old_logp, cfg.ppo_clip)
             if epoch == 0 and self.num_updates < self.measure_updates:
                 measured = self._measure(out, advantage, returns)
@@ -292,7 +305,7 @@ class Reinforce(Strategy):
             self.optimizer.step()
             loss_value, entropy = loss.item(), out.entropy.mean().item()
         if self.critic is not None:
-            self._fit_critic(out.token_hidden.detach(), returns)
+            self._fit_critic(out.token_hidden.detach(), returns, out.token_mask)
 
         mean_return = float(returns.mean())
         if cfg.baseline == "ema":
@@ -308,13 +321,15 @@ class Reinforce(Strategy):
             "controller/baseline": b,
             "controller/loss": loss_value,
             "controller/grad_norm": grad_norm,
-            "controller/advantage_var": float(advantage.var(unbiased=False)),
+            "controller/advantage_var": _masked_var(advantage, out.token_mask),
             **measured,
         }
 
-    def _advantages(self, returns: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _advantages(self, returns: torch.Tensor, hidden: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
         """Per-token advantages (m, T) -- the same value along a row unless the critic
-        scores each prefix -- and the mean baseline used (a metric)."""
+        scores each prefix -- and the mean baseline used (a metric). ``mask``: which
+        positions are a row's own when the batch mixes depths (the rest count nowhere)."""
         cfg: ReinforceConfig = self.config
         m, num_tokens = hidden.shape[:2]
         if cfg.baseline == "critic":
@@ -332,11 +347,12 @@ class Reinforce(Strategy):
         if cfg.advantage_clip is not None:
             advantage = advantage.clamp(-cfg.advantage_clip, cfg.advantage_clip)
         if cfg.normalize_advantage:
-            sq = float((advantage**2).mean())
+            sq = float(_masked_mean(advantage**2, mask))
             self.adv_var = sq if self.adv_var is None else (
                 cfg.baseline_decay * self.adv_var + (1 - cfg.baseline_decay) * sq)
             advantage = advantage / (math.sqrt(self.adv_var) + 1e-8)
-        return advantage, float(base.mean())
+        return advantage, float(_masked_mean(base.expand(m, num_tokens), mask)
+                                if mask is not None and base.shape[1] > 1 else base.mean())
 
     def value(self, hidden: torch.Tensor) -> torch.Tensor:
         """The critic's V(a_<t) (m, T) from the hidden states (m, T, H) before each token.
@@ -347,10 +363,12 @@ class Reinforce(Strategy):
         values: torch.Tensor = self.critic(hidden / math.sqrt(hidden.shape[-1]))
         return values.squeeze(-1)
 
-    def _fit_critic(self, hidden: torch.Tensor, returns: torch.Tensor) -> None:
-        """One gradient step on the squared error of V(a_<t) against R at every position."""
+    def _fit_critic(self, hidden: torch.Tensor, returns: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> None:
+        """One gradient step on the squared error of V(a_<t) against R at every position
+        (every position of a row's own depth)."""
         assert self.critic is not None and self.critic_optimizer is not None
-        loss = ((self.value(hidden) - returns[:, None]) ** 2).mean()
+        loss = _masked_mean((self.value(hidden) - returns[:, None]) ** 2, mask)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         self.critic_optimizer.step()
@@ -381,13 +399,12 @@ class Reinforce(Strategy):
         }
 
     def _elite_log_likelihood(self) -> torch.Tensor:
-        tokens = torch.tensor([row for _, row in self.elites], dtype=torch.long)
-        return self.controller.score(tokens).log_prob.mean()
+        return self.controller.score_rows([row for _, row in self.elites]).log_prob.mean()
 
-    def _old_logp(self, archs: list[Architecture], tokens: torch.Tensor) -> torch.Tensor:
+    def _old_logp(self, archs: list[Architecture], rows: list[list[int]]) -> torch.Tensor:
         """log P under the policy that sampled each architecture (PPO's denominator)."""
         with torch.no_grad():
-            current = self.controller.score(tokens).log_prob
+            current = self.controller.score_rows(rows).log_prob
         values = [self.sampled_logp.get(a.key, float(c)) for a, c in zip(archs, current,
                                                                             strict=True)]
         return torch.tensor(values)
@@ -427,25 +444,40 @@ class Reinforce(Strategy):
         self.baseline = state["baseline"]
         self.adv_var = state["adv_var"]
         self.num_updates = int(state["num_updates"])
-        self.buffer = [(self.space.validate(Architecture.from_json(a)), float(r))
-                       for a, r in state["buffer"]]
-        # "seen" (lists, sorted by key): a state saved before the compact arrays
+        self.buffer = [(self._validated(a), float(r)) for a, r in state["buffer"]]
+        # "seen" (lists, sorted by key): a state saved before the compact arrays. Rows of
+        # every depth asked so far: the row's length names its depth
         rows = state["seen"] if "seen" in state else [
             row for t in state["seen_rows"].values() for row in t.tolist()]
         self.seen, self.seen_rows = {}, {}
         for row in rows:
-            self.seen[self.space.from_tokens(row).key] = list(row)
+            self.seen[self.space.space_of_tokens(len(row)).from_tokens(row).key] = list(row)
             self._rows_of(len(row)).add(row)
         self.batched_first = state.get("sampler") == "batched-then-trie"
         self.sampled_logp = {str(k): float(v) for k, v in state["sampled_logp"].items()}
         pending = state.get("pending")  # .get: states from before return_mode have none
         self.pending = None if pending is None else (
-            self.space.validate(Architecture.from_json(pending[0])), float(pending[1]))
+            self._validated(pending[0]), float(pending[1]))
         if self.critic is not None and self.critic_optimizer is not None and "critic" in state:
             self.critic.load_state_dict(state["critic"])
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         # .get: states saved before elites existed resume with an empty queue
         self.elites = [(float(r), [int(t) for t in row]) for r, row in state.get("elites", [])]
+
+    def _validated(self, text: str) -> Architecture:
+        arch = Architecture.from_json(text)
+        return self.space.space_of(arch).validate(arch)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over a row's own positions (all of them without a mask)."""
+    if mask is None:
+        return values.mean()
+    return values[mask].mean()
+
+
+def _masked_var(values: torch.Tensor, mask: torch.Tensor | None) -> float:
+    return float(values.var(unbiased=False) if mask is None else values[mask].var(unbiased=False))
 
 
 def _pg_loss(out: ControllerOutput, advantage: torch.Tensor, old_logp: torch.Tensor | None,
