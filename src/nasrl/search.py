@@ -94,11 +94,16 @@ class SearchConfig:
     no rounds; a free worker gets a newly asked architecture at once and the strategy
     learns from results in the order they finish (REINFORCE: every batch_size of them).
     Resumable without losing a finished trial, but not reproducible (see
-    :mod:`nasrl.search_async`); round_size and lookahead do not apply."""
+    :mod:`nasrl.search_async`); round_size is then the least number asked at a time, and
+    lookahead does not apply."""
     max_staleness: int | None = None
     """async: a result whose architecture was asked more than this many strategy updates
     before it is told is stored and counts in the budget, but is told as failed (seen, not
     learned from). None learns from every result; the staleness is recorded either way."""
+    async_checkpoint_seconds: float = 30.0
+    """async: the longest time between two saves of the strategy state (results are stored
+    at once regardless; a crash makes the resumed strategy learn again from those after
+    the last save). 0 saves after every batch of results."""
     reuse_results: bool = True
     failure_reward: float | None = None
     """Reward told for a failed trial; None leaves it out of the update."""
@@ -120,6 +125,9 @@ class SearchConfig:
             raise ConfigError(f"lookahead must be >= 0, got {self.lookahead}")
         if self.max_staleness is not None and self.max_staleness < 0:
             raise ConfigError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if not math.isfinite(self.async_checkpoint_seconds) or self.async_checkpoint_seconds < 0:
+            raise ConfigError(f"async_checkpoint_seconds must be a number >= 0, "
+                              f"got {self.async_checkpoint_seconds}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         check_seed(self.seed)

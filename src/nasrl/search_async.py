@@ -1,8 +1,8 @@
 """The asynchronous search loop (``mode = "async"``): workers never wait for a round.
 
-Whenever a worker is free the strategy is asked for one more architecture (as many as
-there are free workers, so a burst of finishes is one batched ask), which is queued in
-the store and submitted at once. Each finished child is stored the moment it arrives and
+Whenever a worker is free the strategy is asked for more architectures (as many as there
+are free workers, and at least ``round_size``, by default the strategy's batch), which are
+queued in the store and submitted at once. Each finished child is stored the moment it arrives and
 told to the strategy in the order results arrive; REINFORCE updates every ``batch_size``
 results, so a child may have been asked by a policy a few updates older than the one it
 is told to -- the paper's asynchronous controller replicas, in one process. That lag is
@@ -11,19 +11,21 @@ asked, and the ``staleness`` table the count when it was told and the difference
 ``max_staleness`` bounds it: a staler result is stored and counts in the budget but is
 told as failed (remembered as seen, not learned from).
 
-What the store holds at every moment, so that ``kill -9`` loses nothing finished and
-never corrupts the strategy:
+What the store holds, so that ``kill -9`` at any moment loses no finished trial and never
+corrupts the strategy:
 
-* an ask queues its trials and saves the strategy state after the ask (its random
-  generator, its seen set) in one transaction: the saved state has asked exactly the
-  trials in the store;
-* a result is written as soon as it arrives; telling it, marking it told, recording its
-  staleness and any update it caused, and saving the strategy state after the tell are
-  one more transaction.
+* every asked architecture is queued before it runs, and every result is written the
+  moment it arrives, with its staleness once told: trials are never lost;
+* the strategy state is a *checkpoint*, saved together with the told marks of the
+  results it has learned from, in one transaction, at most every
+  ``async_checkpoint_seconds`` (and at the end). Saving it after every result would
+  cost time linear in the architectures seen (its seen set), quadratic over a run.
 
-A crash between the two leaves a finished, untold trial: a resumed run tells it first
-(in the order trials finished). Trials asked and not finished run again with their
-seeds; they are never asked again, since the saved state already asked them.
+A resumed run loads the checkpoint and tells it again, in the order they finished, the
+finished trials it had not learned from; unfinished trials run again with their seeds.
+Trials asked after the checkpoint are not in the checkpoint's seen set, so the restored
+strategy may ask some of them again: such a repeat is answered from the first trial's
+result (no budget), and told like any repeat.
 
 Unlike synchronous rounds this is not reproducible: what is asked next depends on which
 results came back first, so two runs with one seed (or a run and its resumed twin) differ
@@ -44,6 +46,7 @@ from nasrl.evaluators.base import Evaluator
 from nasrl.execution import Executor, Task
 from nasrl.spaces.base import Architecture
 from nasrl.store.sqlite import Staleness, StoreError, Trial
+from nasrl.strategies.base import Observation
 
 if TYPE_CHECKING:
     from nasrl.search import Search, SearchResult
@@ -73,6 +76,9 @@ class AsyncLoop:
     """Budget taken: trials that are not reused, finished or not."""
     waiting: dict[int, list[Trial]] = field(default_factory=dict)
     """Source trial id -> reused trials waiting for its result."""
+    told_since: list[int] = field(default_factory=list)
+    """Trials told since the last checkpoint (marked told by the next one)."""
+    checkpointed: float = field(default_factory=time.monotonic)
     overhead: float = 0.0
 
     # -- the loop ------------------------------------------------------------------------------
@@ -99,6 +105,9 @@ class AsyncLoop:
                 for trial in todo:
                     executor.submit(Task(trial.id, trial.arch, trial.seed))
                 self._loop(executor)
+            t0 = time.perf_counter()
+            self._checkpoint()
+            self.overhead += time.perf_counter() - t0
             store.set_status("finished")
         finally:
             if executor is not None:
@@ -141,11 +150,15 @@ class AsyncLoop:
         """Ask for as many architectures as there are free workers, until the budget is
         queued; repeats answered from earlier results free no worker, so ask again."""
         cfg = self.search.config
+        # at least a strategy batch per ask, as each of the paper's replicas sampled its m
+        # children from one copy of the policy: sampling n costs about what sampling one
+        # does, and the extra ones wait in the executor's queue for the next free workers
+        batch = cfg.round_size or self.search.strategy.batch_size
         while not self._spent():
             free = executor.capacity - executor.pending()
             if free <= 0:
                 return
-            n = min(free, cfg.budget - self.planned)
+            n = min(max(free, batch), cfg.budget - self.planned)
             for trial in self._queue(self.search.strategy.ask(n)):
                 if trial.reused_from is None:
                     executor.submit(Task(trial.id, trial.arch, trial.seed))
@@ -154,8 +167,8 @@ class AsyncLoop:
 
     # -- asking --------------------------------------------------------------------------------
     def _queue(self, archs: Sequence[Architecture]) -> list[Trial]:
-        """Queue the asked architectures and save the strategy state that asked them, in one
-        transaction; their ``round`` is the update count of the policy that asked them."""
+        """Queue the asked architectures; their ``round`` is the update count of the policy
+        that asked them."""
         from nasrl.search import trial_seed
 
         search, store = self.search, self.search.store
@@ -167,10 +180,7 @@ class AsyncLoop:
                 twin = next((j for j in range(i) if archs[j].key == arch.key), None)
                 reused = prior.id if prior is not None else None if twin is None else -(twin + 1)
             rows.append((arch, trial_seed(search.config.seed, self.trials + i), reused))
-        update = strategy_updates(search.strategy, self.told)
-        with store.transaction():
-            ids = store.add_trials(update, rows)
-            store.save_strategy(self.told, self.asked + len(archs), search.strategy.state_dict())
+        ids = store.add_trials(strategy_updates(search.strategy, self.told), rows)
         self.asked += len(archs)
         self.trials += len(archs)
         self.planned += sum(r[2] is None for r in rows)
@@ -195,7 +205,7 @@ class AsyncLoop:
     # -- telling -------------------------------------------------------------------------------
     def _tell(self, trials: Sequence[Trial]) -> None:
         """Tell finished trials one by one (an update may fall between two of them, and the
-        next one's staleness counts it), then commit the tells and the new state."""
+        next one's staleness counts it); record their staleness; checkpoint when due."""
         if not trials:
             return
         search = self.search
@@ -204,21 +214,30 @@ class AsyncLoop:
         updates: list[tuple[int, dict[str, float]]] = []
         for trial in trials:
             now = strategy_updates(strategy, self.told)
-            stale = now - trial.round
+            # a trial asked after the checkpoint a resumed run started from has a later
+            # round than the restored counter: it was asked by (at most) the current policy
+            stale = max(0, now - trial.round)
             learned = cfg.max_staleness is None or stale <= cfg.max_staleness
             obs = search._observation(trial)
-            if not learned:
-                obs = type(obs)(obs.arch, None)
-            strategy.tell([obs])
+            strategy.tell([obs if learned else Observation(obs.arch, None)])
             self.told += 1
             rows.append(Staleness(trial.id, now, stale, learned))
             after = strategy_updates(strategy, self.told)
             if after != now and getattr(strategy, "num_updates", None) is not None:
                 updates.append((after - 1, {**strategy.metrics(), "async/staleness": float(stale)}))
-        search.store.commit_tells(rows, self.told, self.asked, strategy.state_dict(), updates)
+        search.store.record_tells(rows, updates)
+        self.told_since.extend(t.id for t in trials)
+        if time.monotonic() - self.checkpointed >= cfg.async_checkpoint_seconds:
+            self._checkpoint()
         for update, metrics in updates:
             for listener in search.listeners:
                 listener.on_round(update, metrics)
+
+    def _checkpoint(self) -> None:
+        self.search.store.commit_tells(self.told_since, self.told, self.asked,
+                                       self.search.strategy.state_dict())
+        self.told_since = []
+        self.checkpointed = time.monotonic()
 
     # -- resuming ------------------------------------------------------------------------------
     def _recover(self) -> list[Trial]:

@@ -68,6 +68,9 @@ class SimulatedExecutor(Executor):
         """Virtual worker-seconds spent on finished tasks."""
         self.last_submit = 0.0
         """Virtual time of the latest submission (after it, workers only drain)."""
+        self.area = 0.0
+        """Worker-seconds busy so far, up to ``now`` (finished or not)."""
+        self.area_at_last_submit = 0.0
         self.running: list[_Running] = []
         self.queue: deque[Task] = deque()
         self._order = itertools.count()
@@ -85,14 +88,18 @@ class SimulatedExecutor(Executor):
         """Move the clock by the real time the driver worked since the executor last returned."""
         mark = time.perf_counter()
         if self.driver_time_counts:
-            self.now += mark - self._mark
+            self._advance(self.now + mark - self._mark)
         self._mark = mark
+
+    def _advance(self, t: float) -> None:
+        self.area += len(self.running) * (t - self.now)
+        self.now = t
 
     def submit(self, task: Task) -> None:
         self._driver_time()
         self.queue.append(task)
-        self.last_submit = self.now
         self._dispatch()
+        self.last_submit, self.area_at_last_submit = self.now, self.area
 
     def _dispatch(self) -> None:
         while self.queue and len(self.running) < self.workers:
@@ -109,7 +116,7 @@ class SimulatedExecutor(Executor):
         if not self.running:
             return []
         assert self.evaluator is not None, "start() the executor first"
-        self.now = max(self.now, self.running[0].finish)
+        self._advance(max(self.now, self.running[0].finish))
         done: list[tuple[int, EvalResult]] = []
         while self.running and self.running[0].finish <= self.now:
             item = heapq.heappop(self.running)
@@ -124,6 +131,11 @@ class SimulatedExecutor(Executor):
     def utilisation(self) -> float:
         """Busy worker time over workers x makespan (the virtual time of the last finish)."""
         return self.busy / (self.workers * self.now) if self.now > 0 else 0.0
+
+    def utilisation_before_drain(self) -> float:
+        """The same up to the last submission: how busy the workers were kept while there
+        was still work to hand out (after it, the last children only finish)."""
+        return self.area_at_last_submit / (self.workers * self.last_submit) if self.last_submit > 0 else 0.0
 
 
 class SyntheticEvaluator(Evaluator):

@@ -296,11 +296,6 @@ class TrialStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        if self.db.in_transaction:
-            # inside an outer transaction (an async ask queues trials and saves the strategy
-            # state together): the outer COMMIT covers this work, its ROLLBACK undoes it
-            yield self.db
-            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -599,36 +594,36 @@ class TrialStore:
     # -- asynchronous runs ----------------------------------------------------------------------
     def save_strategy(self, round_: int, asked: int, strategy_state: Mapping[str, Any]) -> None:
         """Replace the saved strategy state (an async run: ``round_`` = results told,
-        ``asked`` = architectures asked). Inside :meth:`transaction` it commits with the rest."""
+        ``asked`` = architectures asked)."""
         self.db.execute(
             "UPDATE strategy SET round = ?, asked = ?, state = ?, saved_at = ? WHERE id = 1",
             (round_, asked, encode_state(strategy_state), time.time()),
         )
 
-    def commit_tells(
-        self,
-        rows: Sequence[Staleness],
-        round_: int,
-        asked: int,
-        strategy_state: Mapping[str, Any],
-        updates: Sequence[tuple[int, Mapping[str, Any]]] = (),
-    ) -> None:
-        """Mark trials told, record their staleness and the strategy updates they caused,
-        and save the state after them, atomically: after a crash a trial is either told
-        and in the saved state, or untold (and told again on resume)."""
+    def record_tells(self, rows: Sequence[Staleness],
+                     updates: Sequence[tuple[int, Mapping[str, Any]]] = ()) -> None:
+        """Staleness of trials just told and the strategy updates they caused (an async run
+        writes these at once; a resumed run that tells a trial again overwrites its row)."""
         now = time.time()
         with self.transaction() as db:
             db.execute(STALENESS_TABLE)
-            db.executemany("UPDATE trials SET told = 1 WHERE id = ?", [(r.trial_id,) for r in rows])
             db.executemany(
                 "INSERT OR REPLACE INTO staleness VALUES (?, ?, ?, ?)",
                 [(r.trial_id, r.told_update, r.staleness, int(r.learned)) for r in rows],
             )
-            self.save_strategy(round_, asked, strategy_state)
             db.executemany(
                 "INSERT OR REPLACE INTO updates VALUES (?, ?, ?)",
                 [(u, now, json.dumps(dict(m), sort_keys=True)) for u, m in updates],
             )
+
+    def commit_tells(self, trial_ids: Sequence[int], round_: int, asked: int,
+                     strategy_state: Mapping[str, Any]) -> None:
+        """An async checkpoint: mark trials told and save the strategy state that learned
+        from them, atomically. After a crash a finished trial is either told and in the
+        saved state, or untold (and told again on resume)."""
+        with self.transaction() as db:
+            db.executemany("UPDATE trials SET told = 1 WHERE id = ?", [(i,) for i in trial_ids])
+            self.save_strategy(round_, asked, strategy_state)
 
     def staleness(self) -> dict[int, Staleness]:
         """Trial id -> its staleness, for the told trials of an async run (else empty)."""
