@@ -13,6 +13,11 @@ measured on this machine (tests/data/legacy-run-0.1.0: 3.71-7.83 s); the default
 600 s, stands for a CIFAR-scale child on one accelerator (the digits children take ~5 s,
 which would make a single driver, not the workers, the limit at 800 workers).
 
+Repeats are trained again (``reuse_results`` off unless ``--reuse-results``): with reuse on
+and ``avoid_seen`` off, a converging policy asks mostly repeats, which cost no worker and
+no budget, and the run asks many times its budget. Every asked child then takes a worker,
+as in the paper.
+
 Reported per (workers, mode): worker utilisation (busy worker time / (workers x makespan),
 and the same up to the last submission, before the final drain), controller + store time
 per trial (real seconds the driver spent outside waiting for children, over trials),
@@ -71,7 +76,8 @@ def config_for(args: argparse.Namespace, workers: int, mode: str) -> SearchConfi
         key, _, value = item.partition("=")
         strategy_config[key] = json.loads(value)
     common: dict[str, Any] = {"budget": args.trials, "seed": args.seed, "executor": "serial",
-                              "mode": mode, "strategy_config": strategy_config}
+                              "mode": mode, "strategy_config": strategy_config,
+                              "reuse_results": args.reuse_results}
     if mode == "rounds":
         common["round_size"] = workers
     if args.rewards == "nb201":
@@ -155,6 +161,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy-set", action="append", default=[], metavar="KEY=JSON",
                    help="a REINFORCE setting, e.g. avoid_seen=false")
+    p.add_argument("--reuse-results", action="store_true",
+                   help="answer repeats from earlier results (off: every asked child occupies a "
+                   "worker, so a policy that converges to repeats still fills the budget)")
     p.add_argument("--json", type=Path, help="write the rows here too")
     p.add_argument("--quick", action="store_true", help="8 and 64 workers, 200 trials: a smoke run")
     args = p.parse_args(argv)

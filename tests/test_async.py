@@ -210,3 +210,14 @@ def test_kill_9_of_an_async_driver_then_resume_loses_no_finished_trial(tmp_path:
              "--set", "mode=async", "--set", "async_checkpoint_seconds=0", "--quiet", "--out", str(run)]
     kills = kill_9_and_resume(run, first, ["resume", str(run), "--quiet"], budget, seed=0)
     assert kills >= 2
+
+
+def test_async_settings_are_checked_and_rounds_stay_the_default() -> None:
+    from nasrl.config import ConfigError
+    from nasrl.search import load_config
+
+    assert SearchConfig().mode == "rounds"
+    for bad, named in (({"mode": "later"}, "mode"), ({"max_staleness": -1}, "max_staleness"),
+                       ({"async_checkpoint_seconds": -1.0}, "async_checkpoint_seconds")):
+        with pytest.raises(ConfigError, match=named):
+            load_config(bad)
