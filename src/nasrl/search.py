@@ -10,6 +10,9 @@ results, unfinished ones run again with the same seeds. Results never depend on 
 in which workers finish, so serial, process-pool and Ray runs with one seed give the same
 trials -- except with pruning on the process pool, where whether a child is stopped
 depends on what the others have reported by then (see :mod:`nasrl.pruning`).
+
+``mode = "async"`` replaces the rounds with :mod:`nasrl.search_async`: no worker waits for a
+round to end, at the price of reproducibility.
 """
 
 from __future__ import annotations
