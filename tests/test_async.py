@@ -169,17 +169,18 @@ def finished_trials(run: Path) -> dict[int, tuple[str, int, float | None, str]]:
         store.close()
 
 
-def kill_9_and_resume(run: Path, first: list[str], resume: list[str], budget: int, seed: int) -> int:
+def kill_9_and_resume(run: Path, first: list[str], resume: list[str], budget: int, seed: int,
+                      attempts: int = 6) -> int:
     """Start ``first``, kill -9 the driver at random moments (resuming with ``resume``) until
     it completes; after each kill, every trial finished before it must survive unchanged.
     Returns how many kills landed."""
     rng = np.random.default_rng(seed)
     kills = 0
-    for attempt in range(6):
+    for attempt in range(attempts):
         cmd = first if attempt == 0 else resume
         proc = subprocess.Popen([sys.executable, "-m", "nasrl", *cmd], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        target = len(finished_trials(run)) + int(rng.integers(3, 12))
+        target = len(finished_trials(run)) + int(rng.integers(3, 8))
         before: dict[int, tuple[str, int, float | None, str]] = {}
         while proc.poll() is None:
             seen = finished_trials(run)
