@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from nasrl.execution import SerialExecutor, Task
 from nasrl.search import Search, SearchConfig
+from test_async import check_complete_async_run, kill_9_and_resume
 from test_search import SleepyEvaluator, final_state, nb201_archs
 
 ray = pytest.importorskip("ray", reason="the ray extra is part of the test install")
@@ -78,3 +80,47 @@ def test_ray_search_gives_the_same_trials_as_serial(cluster: str, tmp_path: Path
     Search.create(tmp_path / "serial", config("serial")).run(SerialExecutor())
     Search.create(tmp_path / "ray", config("ray")).run(RayExecutor(cluster))
     assert final_state(tmp_path / "ray")[0] == final_state(tmp_path / "serial")[0]
+
+
+def test_ray_async_search_completes_and_retries_a_killed_worker(cluster: str, tmp_path: Path,
+                                                                nb201_table_path: Path) -> None:
+    from nasrl.execution.ray import RayExecutor
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[SleepyEvaluator.__module__])
+    killed: list[int] = []
+    finished = threading.Event()
+
+    def kill_first_worker() -> None:
+        # the first child to start writes its worker's pid, then sleeps 2 s: killed mid-trial
+        while not list(tmp_path.glob("*.pid")) and not finished.is_set():
+            time.sleep(0.05)
+        pids = list(tmp_path.glob("*.pid"))
+        if pids and not finished.is_set():
+            os.kill(int(pids[0].stem), signal.SIGKILL)
+            killed.append(int(pids[0].stem))
+
+    config = SearchConfig(space="nb201", evaluator="tabular", table=str(nb201_table_path), budget=6,
+                          executor="ray", ray_address=cluster, seed=5, strategy="random", mode="async")
+    search = Search.create(tmp_path / "run", config)
+    killer = threading.Thread(target=kill_first_worker)
+    killer.start()
+    try:
+        result = search.run(RayExecutor(cluster, max_retries=2), evaluator=SleepyEvaluator(2.0, str(tmp_path)))
+    finally:
+        finished.set()
+        killer.join()
+    search.close()
+    assert killed and result.counts["evaluated"] == 6 and result.counts["complete"] == 6
+    check_complete_async_run(tmp_path / "run", 6)
+
+
+def test_ray_async_kill_9_of_the_driver_then_resume_loses_no_finished_trial(cluster: str, tmp_path: Path,
+                                                                            nb201_table_path: Path) -> None:
+    # two kills at most: each driver start connects to Ray, which takes a while here
+    budget, run = 16, tmp_path / "run"
+    ray_args = ["--executor", "ray", "--ray-address", cluster]
+    first = ["search", "--space", "nb201", "--evaluator", "tabular", "--table", str(nb201_table_path),
+             "--budget", str(budget), *ray_args, "--seed", "3", "--set", "mode=async",
+             "--set", "async_checkpoint_seconds=0", "--quiet", "--out", str(run)]
+    resume = ["resume", str(run), *ray_args, "--quiet"]
+    assert kill_9_and_resume(run, first, resume, budget, seed=1, attempts=2) >= 1

@@ -19,6 +19,9 @@ straddles a change is asked in two parts. The count comes from the trials in the
 so it is not strategy state and a resumed run asks every round at the depth it had. The
 depth is recorded in each trial through its architecture (its layers; keys differ across
 depths), and ``nasrl status`` shows the depths asked.
+
+``mode = "async"`` replaces the rounds with :mod:`nasrl.search_async`: no worker waits for a
+round to end, at the price of reproducibility.
 """
 
 from __future__ import annotations
@@ -99,6 +102,21 @@ class SearchConfig:
     """Rounds asked before the current one is told, so workers stay busy while a round's
     last children finish (the paper's controller replicas were asynchronous too). 0 gives
     strictly on-policy rounds; raise it when workers far outnumber the round size."""
+    mode: Literal["rounds", "async"] = "rounds"
+    """rounds (default): synchronous rounds, reproducible to the bit from the seed. async:
+    no rounds; a free worker gets a newly asked architecture at once and the strategy
+    learns from results in the order they finish (REINFORCE: every batch_size of them).
+    Resumable without losing a finished trial, but not reproducible (see
+    :mod:`nasrl.search_async`); round_size is then the least number asked at a time, and
+    lookahead does not apply."""
+    max_staleness: int | None = None
+    """async: a result whose architecture was asked more than this many strategy updates
+    before it is told is stored and counts in the budget, but is told as failed (seen, not
+    learned from). None learns from every result; the staleness is recorded either way."""
+    async_checkpoint_seconds: float = 30.0
+    """async: the longest time between two saves of the strategy state (results are stored
+    at once regardless; a crash makes the resumed strategy learn again from those after
+    the last save). 0 saves after every batch of results."""
     reuse_results: bool = True
     failure_reward: float | None = None
     """Reward told for a failed trial; None leaves it out of the update."""
@@ -118,6 +136,11 @@ class SearchConfig:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.lookahead < 0:
             raise ConfigError(f"lookahead must be >= 0, got {self.lookahead}")
+        if self.max_staleness is not None and self.max_staleness < 0:
+            raise ConfigError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if not math.isfinite(self.async_checkpoint_seconds) or self.async_checkpoint_seconds < 0:
+            raise ConfigError(f"async_checkpoint_seconds must be a number >= 0, "
+                              f"got {self.async_checkpoint_seconds}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         check_seed(self.seed)
@@ -449,12 +472,17 @@ class Search:
         evaluator: Evaluator | None = None,
         max_rounds: int | None = None,
     ) -> SearchResult:
-        """Run rounds until the budget is spent (or ``max_rounds``). ``executor`` and ``evaluator``
-        default to the ones the config names. Ctrl-C or SIGTERM stops it cleanly: workers
+        """Run rounds until the budget is spent (or ``max_rounds``; rounds mode only).
+        ``executor`` and ``evaluator`` default to the ones the config names; ``mode = "async"``
+        runs :func:`nasrl.search_async.run_async` instead. Ctrl-C or SIGTERM stops it cleanly: workers
         stopped, the run marked interrupted, every result already in the store."""
         elsewhere = (executor.name if executor is not None else self.config.executor) != "serial"
         try:
             with _driver_threads(elsewhere):
+                if self.config.mode == "async":
+                    from nasrl.search_async import run_async
+
+                    return run_async(self, executor, evaluator)
                 return self._run(executor, evaluator, max_rounds)
         except KeyboardInterrupt:
             with contextlib.suppress(sqlite3.Error):
@@ -466,7 +494,7 @@ class Search:
     ) -> SearchResult:
         start = time.perf_counter()
         overhead = 0.0
-        store, cfg = self.store, self.config
+        store = self.store
         store.set_status("running")
         store.requeue_unfinished()
         self._load_curves()
@@ -488,18 +516,8 @@ class Search:
                     break
                 todo = [t for r in range(round_, asked) for t in self._runnable(store.trials(round_=r))]
                 if todo:
-                    if executor is None:
-                        executor = make_executor(
-                            cfg.executor,
-                            workers=cfg.workers,
-                            ray_address=cfg.ray_address,
-                            max_retries=cfg.max_retries,
-                            trial_timeout=cfg.trial_timeout,
-                        )
-                    if not started:
-                        executor.on_progress = self._on_progress
-                        executor.stoppable = cfg.pruning.enabled
-                        executor.start(evaluator or make_evaluator(cfg, self.space), store.mark_running)
+                    if executor is None or not started:
+                        executor = self._start_executor(executor, evaluator)
                         started = True
                     overhead += self._evaluate(executor, round_, todo, submitted)
                 t0 = time.perf_counter()
@@ -521,6 +539,22 @@ class Search:
         return SearchResult(
             self.run_dir, store.counts(), best[0] if best else None, time.perf_counter() - start, overhead
         )
+
+    def _start_executor(self, executor: Executor | None, evaluator: Evaluator | None) -> Executor:
+        """The given executor, or the config's, started with the given evaluator or the config's."""
+        cfg = self.config
+        if executor is None:
+            executor = make_executor(
+                cfg.executor,
+                workers=cfg.workers,
+                ray_address=cfg.ray_address,
+                max_retries=cfg.max_retries,
+                trial_timeout=cfg.trial_timeout,
+            )
+        executor.on_progress = self._on_progress
+        executor.stoppable = cfg.pruning.enabled
+        executor.start(evaluator or make_evaluator(cfg, self.space), self.store.mark_running)
+        return executor
 
     def _ask_ahead(self, round_: int, asked: int) -> int:
         """Ask rounds up to ``round_ + lookahead`` (within the budget); returns rounds asked.
@@ -546,11 +580,16 @@ class Search:
 
     def _ask(self, round_: int, n: int) -> list[Architecture]:
         """``n`` architectures for round ``round_``, each at the depth the schedule gives it."""
+        return self.ask_from(self.store.total_trials_before(round_) if self.schedule else 0, n)
+
+    def ask_from(self, first: int, n: int) -> list[Architecture]:
+        """``n`` architectures, the first of them the run's ``first``-th (0-based), each at
+        the depth the schedule gives its index (the asynchronous loop asks through this too)."""
         if self.schedule is None:
             return self.strategy.ask(n)
         assert isinstance(self.space, ConvSpace)  # the config allows a schedule for conv only
         archs: list[Architecture] = []
-        for depth, count in self.schedule.segments(self.store.total_trials_before(round_), n):
+        for depth, count in self.schedule.segments(first, n):
             self.strategy.use_space(self.space.with_layers(depth))
             archs += self.strategy.ask(count)
         return archs

@@ -156,6 +156,28 @@ models) after each epoch of its current attempt. Created like the progress table
 first report, so older runs gain it without a migration."""
 
 
+STALENESS_TABLE = """
+CREATE TABLE IF NOT EXISTS staleness (
+    trial_id INTEGER PRIMARY KEY REFERENCES trials(id),
+    told_update INTEGER NOT NULL,
+    staleness INTEGER NOT NULL,
+    learned INTEGER NOT NULL
+)
+"""
+"""Asynchronous runs (:mod:`nasrl.search_async`): for each told trial, the strategy's update
+count when it was told, and how many updates happened between its ask (the update count
+then is the trial's ``round``) and its tell; ``learned`` is 0 when it was too stale to be
+learned from. Created by the first async tell, so other runs never have it."""
+
+
+@dataclass(frozen=True)
+class Staleness:
+    trial_id: int
+    told_update: int
+    staleness: int
+    learned: bool
+
+
 @dataclass(frozen=True)
 class Curve:
     trial_id: int
@@ -635,6 +657,49 @@ class TrialStore:
             (r["round"], r["time"], json.loads(r["metrics"]))
             for r in self.db.execute("SELECT * FROM updates ORDER BY round")
         ]
+
+    # -- asynchronous runs ----------------------------------------------------------------------
+    def save_strategy(self, round_: int, asked: int, strategy_state: Mapping[str, Any]) -> None:
+        """Replace the saved strategy state (an async run: ``round_`` = results told,
+        ``asked`` = architectures asked)."""
+        self.db.execute(
+            "UPDATE strategy SET round = ?, asked = ?, state = ?, saved_at = ? WHERE id = 1",
+            (round_, asked, encode_state(strategy_state), time.time()),
+        )
+
+    def record_tells(self, rows: Sequence[Staleness],
+                     updates: Sequence[tuple[int, Mapping[str, Any]]] = ()) -> None:
+        """Staleness of trials just told and the strategy updates they caused (an async run
+        writes these at once; a resumed run that tells a trial again overwrites its row)."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(STALENESS_TABLE)
+            db.executemany(
+                "INSERT OR REPLACE INTO staleness VALUES (?, ?, ?, ?)",
+                [(r.trial_id, r.told_update, r.staleness, int(r.learned)) for r in rows],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO updates VALUES (?, ?, ?)",
+                [(u, now, json.dumps(dict(m), sort_keys=True)) for u, m in updates],
+            )
+
+    def commit_tells(self, trial_ids: Sequence[int], round_: int, asked: int,
+                     strategy_state: Mapping[str, Any]) -> None:
+        """An async checkpoint: mark trials told and save the strategy state that learned
+        from them, atomically. After a crash a finished trial is either told and in the
+        saved state, or untold (and told again on resume)."""
+        with self.transaction() as db:
+            db.executemany("UPDATE trials SET told = 1 WHERE id = ?", [(i,) for i in trial_ids])
+            self.save_strategy(round_, asked, strategy_state)
+
+    def staleness(self) -> dict[int, Staleness]:
+        """Trial id -> its staleness, for the told trials of an async run (else empty)."""
+        try:
+            rows = self.db.execute("SELECT * FROM staleness").fetchall()
+        except sqlite3.OperationalError:
+            return {}  # not an async run
+        return {r["trial_id"]: Staleness(r["trial_id"], r["told_update"], r["staleness"], bool(r["learned"]))
+                for r in rows}
 
     # -- one-shot runs -----------------------------------------------------------------------
     def checkpoint(self) -> tuple[int, dict[str, Any]] | None:

@@ -1,0 +1,162 @@
+"""Issue 13's paper-scale run: 12,800 children with the paper's depth schedule on the
+``conv`` space (6 layers, +2 every 1,600, up to 20), through the real search loop, REINFORCE
+strategy and sqlite store, with a synthetic evaluator that costs nothing -- so what is
+measured is the driver: the time to ask each architecture, the rest of the driver's work
+per trial (tell, store), and its resident memory, at checkpoints over the run.
+
+    python benchmarks/paper_scale.py --out runs/paper-scale [--children 12800]
+        [--every 1600] [--round-size 8] [--seed 0]
+
+Targets (issue 13): ask time per architecture under 5 ms and driver memory under 1 GB
+throughout. The synthetic landscape is additive over layers (a seeded weight per layer,
+decision and option, plus a bonus per skip connection) squashed into an accuracy in
+(0.1, 0.95), so the controller has something to learn; the number is meaningless beyond
+that. Ask time is the time of ``strategy.ask``, divided by the architectures it returned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasrl.evaluators.base import EvalResult, Evaluator
+from nasrl.search import RunListener, Search, load_config
+from nasrl.spaces.base import Architecture
+from nasrl.store.sqlite import Trial
+from nasrl.strategies.base import Strategy
+
+CHECKPOINTS = (1600, 3200, 6400, 9600, 12800)
+
+
+class SyntheticConv(Evaluator):
+    """An additive landscape over conv layers: deterministic, and free to evaluate."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.weights: dict[tuple[int, str, str], float] = {}
+        self.rng_seed = seed
+        self.skip_bonus = float(np.random.default_rng(seed).normal(0.1, 0.05))
+
+    def _weight(self, layer: int, name: str, value: Any) -> float:
+        key = (layer, name, json.dumps(value))
+        if key not in self.weights:
+            digest = hashlib.sha256(f"{self.rng_seed}/{key}".encode()).digest()
+            self.weights[key] = int.from_bytes(digest[:4], "big") / 2**32 - 0.5
+        return self.weights[key]
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        score, layers = 0.0, 0
+        for name, value in arch.choices:
+            layer_text, _, decision = name.partition(".")
+            layer = int(layer_text[1:])
+            layers = max(layers, layer + 1)
+            if decision == "inputs":
+                score += self.skip_bonus * len(value)
+            else:
+                score += self._weight(layer, decision, value)
+        acc = 0.1 + 0.85 / (1.0 + math.exp(-score / math.sqrt(max(layers, 1))))
+        return EvalResult(status="complete", metrics={"val_acc": acc, "val_acc_max_last": acc})
+
+
+class Meter(RunListener):
+    """Times every ask (wrapping the strategy's), the driver's time between trials, and
+    reads the resident memory at each checkpoint."""
+
+    def __init__(self, strategy: Strategy, checkpoints: tuple[int, ...]) -> None:
+        self.window_asked = self.window_ask = 0.0
+        self.checkpoints = list(checkpoints)
+        self.rows: list[dict[str, float]] = []
+        self.trials = 0
+        self.window_start = time.perf_counter()
+        ask = strategy.ask
+
+        def timed_ask(n: int) -> list[Architecture]:
+            t0 = time.perf_counter()
+            archs = ask(n)
+            self.window_ask += time.perf_counter() - t0
+            self.window_asked += len(archs)
+            return archs
+
+        strategy.ask = timed_ask  # type: ignore[method-assign]
+
+    def on_trial(self, trial: Trial, counts: dict[str, int], best: float | None) -> None:
+        self.trials = counts["evaluated"]
+        if self.checkpoints and self.trials >= self.checkpoints[0]:
+            self.checkpoints.pop(0)
+            now = time.perf_counter()
+            window = now - self.window_start
+            done = self.trials - (self.rows[-1]["trials"] if self.rows else 0)
+            per_trial = 1000 * window / max(done, 1)
+            row = {
+                "trials": float(self.trials),
+                "depth": float(sum(k.endswith(".filters") for k, _ in trial.arch.choices)),
+                "ask_ms_per_arch": 1000 * self.window_ask / max(self.window_asked, 1),
+                "driver_ms_per_trial": per_trial,
+                "rss_mb": _rss_mb(),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "best": float(best) if best is not None else float("nan"),
+            }
+            self.rows.append(row)
+            print(f"{int(row['trials']):6d} trials  depth {int(row['depth']):2d}  ask "
+                  f"{row['ask_ms_per_arch']:6.2f} ms/arch  driver {per_trial:6.2f} ms/trial  "
+                  f"RSS {row['rss_mb']:5.0f} MB (peak {row['peak_rss_mb']:5.0f})  best {row['best']:.4f}",
+                  flush=True)
+            self.window_start, self.window_ask, self.window_asked = now, 0.0, 0.0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="a new run directory")
+    parser.add_argument("--children", type=int, default=12800)
+    parser.add_argument("--every", type=int, default=1600, help="children per depth step")
+    parser.add_argument("--round-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    config = load_config({
+        "space": "conv",
+        "space_params": {"depth_schedule": {"start": 6, "step": 2, "every": args.every, "maximum": 20}},
+        "strategy": "reinforce",
+        "executor": "serial",
+        "budget": args.children,
+        "seed": args.seed,
+        "round_size": args.round_size,
+        "lookahead": 0,
+    })
+    search = Search.create(args.out, config)
+    checkpoints = tuple(c * args.children // 12800 for c in CHECKPOINTS)
+    meter = Meter(search.strategy, checkpoints)
+    search.listeners.append(meter)
+    start = time.perf_counter()
+    try:
+        result = search.run(evaluator=SyntheticConv(args.seed))
+    finally:
+        search.close()
+    seconds = time.perf_counter() - start
+    best = result.best.reward if result.best else None
+    print(f"{result.counts['evaluated']} children in {seconds:.0f} s; best reward {best}")
+    worst_ask = max(r["ask_ms_per_arch"] for r in meter.rows)
+    peak = max(r["peak_rss_mb"] for r in meter.rows)
+    print(("PASS" if worst_ask < 5 else "MISS")
+          + f" ask time per architecture: worst window {worst_ask:.2f} ms (target < 5)")
+    print(("PASS" if peak < 1024 else "MISS") + f" driver memory: peak {peak:.0f} MB (target < 1024)")
+    record = {"rows": meter.rows, "seconds": seconds, "args": vars(args) | {"out": str(args.out)}}
+    (args.out / "paper_scale.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
