@@ -1,68 +1,33 @@
 """Issue 13's paper-scale run: 12,800 children with the paper's depth schedule on the
 ``conv`` space (6 layers, +2 every 1,600, up to 20), through the real search loop, REINFORCE
-strategy and sqlite store, with a synthetic evaluator that costs nothing -- so what is
-measured is the driver: the time to ask each architecture, the rest of the driver's work
-per trial (tell, store), and its resident memory, at checkpoints over the run.
+strategy and sqlite store, with the simulator's synthetic evaluator (free to evaluate) --
+so what is measured is the driver: the time to ask each architecture, the rest of the
+driver's work per trial (tell, store), and its resident memory, at checkpoints.
 
     python benchmarks/paper_scale.py --out runs/paper-scale [--children 12800]
         [--every 1600] [--round-size 8] [--seed 0]
 
 Targets (issue 13): ask time per architecture under 5 ms and driver memory under 1 GB
-throughout. The synthetic landscape is additive over layers (a seeded weight per layer,
-decision and option, plus a bonus per skip connection) squashed into an accuracy in
-(0.1, 0.95), so the controller has something to learn; the number is meaningless beyond
-that. Ask time is the time of ``strategy.ask``, divided by the architectures it returned.
+throughout. The synthetic landscape (:class:`nasrl.execution.simulated.SyntheticEvaluator`)
+gives the controller something to learn; its accuracies mean nothing beyond that. Ask
+time is the time of ``strategy.ask``, divided by the architectures it returned.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import resource
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from nasrl.evaluators.base import EvalResult, Evaluator
+from nasrl.execution.simulated import SyntheticEvaluator
 from nasrl.search import RunListener, Search, load_config
 from nasrl.spaces.base import Architecture
 from nasrl.store.sqlite import Trial
 from nasrl.strategies.base import Strategy
 
 CHECKPOINTS = (1600, 3200, 6400, 9600, 12800)
-
-
-class SyntheticConv(Evaluator):
-    """An additive landscape over conv layers: deterministic, and free to evaluate."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.weights: dict[tuple[int, str, str], float] = {}
-        self.rng_seed = seed
-        self.skip_bonus = float(np.random.default_rng(seed).normal(0.1, 0.05))
-
-    def _weight(self, layer: int, name: str, value: Any) -> float:
-        key = (layer, name, json.dumps(value))
-        if key not in self.weights:
-            digest = hashlib.sha256(f"{self.rng_seed}/{key}".encode()).digest()
-            self.weights[key] = int.from_bytes(digest[:4], "big") / 2**32 - 0.5
-        return self.weights[key]
-
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        score, layers = 0.0, 0
-        for name, value in arch.choices:
-            layer_text, _, decision = name.partition(".")
-            layer = int(layer_text[1:])
-            layers = max(layers, layer + 1)
-            if decision == "inputs":
-                score += self.skip_bonus * len(value)
-            else:
-                score += self._weight(layer, decision, value)
-        acc = 0.1 + 0.85 / (1.0 + math.exp(-score / math.sqrt(max(layers, 1))))
-        return EvalResult(status="complete", metrics={"val_acc": acc, "val_acc_max_last": acc})
 
 
 class Meter(RunListener):
@@ -143,7 +108,7 @@ def main() -> None:
     search.listeners.append(meter)
     start = time.perf_counter()
     try:
-        result = search.run(evaluator=SyntheticConv(args.seed))
+        result = search.run(evaluator=SyntheticEvaluator(search.space, args.seed))
     finally:
         search.close()
     seconds = time.perf_counter() - start

@@ -80,6 +80,11 @@ sys.addaudithook(GUARD)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # slow: minutes each on 2 cores (several Ray driver starts); run when asked, -m slow
+    if "slow" not in (config.option.markexpr or ""):
+        for item in items:
+            if item.get_closest_marker("slow") is not None:
+                item.add_marker(pytest.mark.skip(reason="slow; run with -m slow"))
     if SHARED_DATA.is_dir():
         return
     skip = pytest.mark.skip(reason=FULL_DATA_SKIP)

@@ -82,6 +82,7 @@ def test_ray_search_gives_the_same_trials_as_serial(cluster: str, tmp_path: Path
     assert final_state(tmp_path / "ray")[0] == final_state(tmp_path / "serial")[0]
 
 
+@pytest.mark.slow
 def test_ray_async_search_completes_and_retries_a_killed_worker(cluster: str, tmp_path: Path,
                                                                 nb201_table_path: Path) -> None:
     from nasrl.execution.ray import RayExecutor
@@ -114,6 +115,7 @@ def test_ray_async_search_completes_and_retries_a_killed_worker(cluster: str, tm
     check_complete_async_run(tmp_path / "run", 6)
 
 
+@pytest.mark.slow
 def test_ray_async_kill_9_of_the_driver_then_resume_loses_no_finished_trial(cluster: str, tmp_path: Path,
                                                                             nb201_table_path: Path) -> None:
     # two kills at most: each driver start connects to Ray, which takes a while here

@@ -158,7 +158,7 @@ class SyntheticEvaluator(Evaluator):
         return float(row[token])
 
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        tokens = self.space.to_tokens(arch)
+        tokens = self.space.space_of(arch).to_tokens(arch)  # at its own depth (depth schedule)
         score = sum(self._weight(i, t) for i, t in enumerate(tokens)) / math.sqrt(max(1, len(tokens)))
         acc = 0.5 + 0.5 / (1.0 + math.exp(-score))
         return EvalResult("complete", {"val_acc": acc, "val_acc_max_last": acc})
