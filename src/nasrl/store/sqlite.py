@@ -61,6 +61,7 @@ COUNTERS = (
 )
 """Added to a database of schema 2-4 the first time it is opened for writing (counted
 once, in the same transaction that installs the triggers); its schema number stays."""
+COUNTER_TRIGGERS = ("trial_counts_insert", "trial_counts_update", "trial_counts_delete")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -323,8 +324,11 @@ class TrialStore:
         if schema is not None and schema[0] < 2:
             return  # a version 1 database is read, never written
         with self.transaction() as db:
-            for statement in COUNTERS[:1]:
-                db.execute(statement)
+            # a partial set (the trials table rebuilt, which drops its triggers) is counted anew
+            for trigger in COUNTER_TRIGGERS:
+                db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+            db.execute("DROP TABLE IF EXISTS trial_counts")
+            db.execute(COUNTERS[0])
             db.execute("INSERT INTO trial_counts SELECT state, reused_from IS NOT NULL, COUNT(*) "
                        "FROM trials GROUP BY 1, 2")
             for statement in COUNTERS[1:]:
@@ -332,10 +336,12 @@ class TrialStore:
         self._counters = True
 
     def _has_counters(self) -> bool:
+        """The counts table and all its triggers: without every trigger the counts go stale."""
         if self._counters is None:
-            self._counters = self.db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trial_counts'"
-            ).fetchone() is not None
+            names = {r[0] for r in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') "
+                "AND name LIKE 'trial_counts%'")}
+            self._counters = {"trial_counts", *COUNTER_TRIGGERS} <= names
         return self._counters
 
     def close(self) -> None:
