@@ -21,6 +21,7 @@ import resource
 import time
 from pathlib import Path
 
+from nasrl.errors import NasrlError
 from nasrl.execution.simulated import SyntheticEvaluator
 from nasrl.search import RunListener, Search, load_config
 from nasrl.spaces.base import Architecture
@@ -81,6 +82,20 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _create(args: argparse.Namespace) -> Search:
+    config = load_config({
+        "space": "conv",
+        "space_params": {"depth_schedule": {"start": 6, "step": 2, "every": args.every, "maximum": 20}},
+        "strategy": "reinforce",
+        "executor": "serial",
+        "budget": args.children,
+        "seed": args.seed,
+        "round_size": args.round_size,
+        "lookahead": 0,
+    })
+    return Search.create(args.out, config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="a new run directory")
@@ -92,17 +107,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    config = load_config({
-        "space": "conv",
-        "space_params": {"depth_schedule": {"start": 6, "step": 2, "every": args.every, "maximum": 20}},
-        "strategy": "reinforce",
-        "executor": "serial",
-        "budget": args.children,
-        "seed": args.seed,
-        "round_size": args.round_size,
-        "lookahead": 0,
-    })
-    search = Search.create(args.out, config)
+    try:
+        search = _create(args)
+    except NasrlError as exc:  # a run already there, a bad count: one line, exit 2
+        parser.exit(2, f"paper_scale.py: {exc}\n")
     checkpoints = tuple(c * args.children // 12800 for c in CHECKPOINTS)
     meter = Meter(search.strategy, checkpoints)
     search.listeners.append(meter)
