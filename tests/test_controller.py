@@ -244,3 +244,40 @@ def test_drawing_all_skip_flags_at_once_uses_the_generator_as_drawing_them_one_b
     assert torch.equal(at_once.tokens, reference.tokens) and at_once.tokens[:, 20:].sum() > 0
     assert torch.allclose(at_once.log_prob, reference.log_prob)
     assert torch.allclose(at_once.token_hidden, reference.token_hidden, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("space", [ConvSpace(num_layers=5, predict_strides=True, pooling=True),
+                                   get_space("nb201"), get_space("rnn_cell")],
+                         ids=["conv", "nb201", "rnn_cell"])
+def test_fused_scoring_gives_the_step_by_step_walks_numbers_and_gradients(space, cell) -> None:  # type: ignore[no-untyped-def]
+    # score() runs the cells once per anchor segment and the heads and the attention once;
+    # _walk with forced tokens is the step-by-step definition (and the sampler)
+    c = Controller(space, ControllerConfig(cell=cell, tanh_constant=2.5), seed=3)
+    tokens = c.sample(6, torch.Generator().manual_seed(1)).tokens
+    fused, walked = c.score(tokens), c._walk(6, tokens, None)
+    for name in ("log_prob", "entropy", "token_log_prob", "token_hidden", "token_entropy"):
+        torch.testing.assert_close(getattr(fused, name), getattr(walked, name), rtol=1e-5, atol=1e-5)
+    params = list(c.parameters())
+    grads = [torch.autograd.grad(o.log_prob.mean() + 0.1 * o.entropy.mean(), params, allow_unused=True)
+             for o in (fused, walked)]
+    for a, b in zip(*grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_scoring_of_rows_of_several_depths_matches_each_depths_walk() -> None:
+    deep = ConvSpace(num_layers=4)
+    shallow = deep.space_of_tokens(ConvSpace(num_layers=2).num_tokens)
+    c, gen = Controller(deep, seed=0), torch.Generator().manual_seed(0)
+    long_rows = c.sample(2, gen).tokens.tolist()
+    c.use_space(shallow)
+    short_rows = c.sample(2, gen).tokens.tolist()
+    c.use_space(deep)
+    mixed = c.score_rows(long_rows + short_rows)
+    assert mixed.token_mask is not None
+    walked = [c._walk(2, torch.tensor(long_rows), None),
+              c._walk(2, torch.tensor(short_rows), None, space=shallow)]
+    for name in ("log_prob", "entropy"):
+        torch.testing.assert_close(getattr(mixed, name), torch.cat([getattr(w, name) for w in walked]))

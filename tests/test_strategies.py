@@ -38,7 +38,9 @@ FAST_RL = {"learning_rate": 0.05}
 
 
 def test_reinforce_reaches_the_optimum() -> None:
-    wins = [search(make_strategy("reinforce", TOY, seed, FAST_RL), 600) for seed in range(3)]
+    # 900: every one of seeds 0-11 reaches it by then; at 600 one or two of 12 do not, and
+    # which ones changes with float rounding (the fused scoring moved seed 2 for seed 10)
+    wins = [search(make_strategy("reinforce", TOY, seed, FAST_RL), 900) for seed in range(3)]
     assert wins == [1.0, 1.0, 1.0]
 
 
@@ -49,8 +51,8 @@ def test_evolution_reaches_the_optimum() -> None:
 
 
 def test_random_search_does_not() -> None:
-    # the contrast that makes the two tests above meaningful: P(hit in 600) < 1%
-    assert search(make_strategy("random", TOY, 0), 600) < 1.0
+    # the contrast that makes the two tests above meaningful: P(hit in 900) < 1.4%
+    assert search(make_strategy("random", TOY, 0), 900) < 1.0
 
 
 @pytest.mark.parametrize("variant", [{}, {"entropy_weight": 0.01},

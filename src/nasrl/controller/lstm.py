@@ -77,6 +77,15 @@ class ControllerOutput:
     which positions belong to each row (past a row's end its log-probabilities are 0 and
     count in neither ``log_prob`` nor ``entropy``). None: every position counts."""
 
+    def head(self, k: int) -> ControllerOutput:
+        """The first ``k`` rows (e.g. a batch scored together with other rows)."""
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[:k]
+
+        return ControllerOutput(self.tokens[:k], self.log_prob[:k], self.entropy[:k],
+                                self.token_log_prob[:k], self.token_hidden[:k],
+                                cut(self.token_entropy), cut(self.token_mask))
+
 
 Picker = Callable[[int, Tensor], Tensor]
 """pick(token position, log-probabilities (n, k)) -> chosen tokens (n,)."""
@@ -140,7 +149,7 @@ class Controller(nn.Module):
             raise ValueError(
                 f"controller: tokens must be (n, {self.space.num_tokens}), got {tuple(tokens.shape)}"
             )
-        return self._walk(tokens.shape[0], tokens.long(), None)
+        return self._score(tokens.long(), self.space)
 
     def score_rows(self, rows: Sequence[Sequence[int]]) -> ControllerOutput:
         """Score token rows of different depths of the space's family in one batch.
@@ -154,12 +163,11 @@ class Controller(nn.Module):
         longest = max(lengths)
         space = self.space.space_of_tokens(longest)
         if all(n == longest for n in lengths):
-            return self._walk(len(rows), torch.tensor([list(r) for r in rows],
-                                                      dtype=torch.long).reshape(len(rows), longest),
-                              None, space=space)
+            return self._score(torch.tensor([list(r) for r in rows],
+                                            dtype=torch.long).reshape(len(rows), longest), space)
         padded = torch.tensor([list(r) + [0] * (longest - len(r)) for r in rows], dtype=torch.long)
         mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
-        out = self._walk(len(rows), padded, None, space=space)
+        out = self._score(padded, space)
         assert out.token_entropy is not None
         token_logp = torch.where(mask, out.token_log_prob, torch.zeros_like(out.token_log_prob))
         entropy = torch.where(mask, out.token_entropy, torch.zeros_like(out.token_entropy)).sum(1)
@@ -174,6 +182,103 @@ class Controller(nn.Module):
     def decode(self, tokens: Tensor) -> list[Architecture]:
         return [self.space.from_tokens(row) for row in tokens.tolist()]
 
+    # -- scoring: known tokens ----------------------------------------------------------
+    def _score(self, tokens: Tensor, space: SearchSpace) -> ControllerOutput:
+        """Teacher-forced scores of ``tokens`` (n, T) at ``space``'s depth. Without a
+        feasible set the inputs of every step between two anchors are known in advance,
+        so the cells run over them in one fused call (:meth:`_score_fused`); constrained
+        decoding masks each step by its prefix and keeps the step-by-step walk."""
+        if self.feasible is not None or tokens.shape[1] == 0:
+            return self._walk(tokens.shape[0], tokens, None, space=space)
+        return self._score_fused(tokens, space)
+
+    def _score_fused(self, tokens: Tensor, space: SearchSpace) -> ControllerOutput:
+        """The same numbers as :meth:`_walk` with ``forced`` tokens (equal to float
+        rounding; tested), at a fraction of the cost: the walk records some 15 autograd
+        nodes per step and per layer, so a 20-layer ``conv`` update spent most of its time
+        in backward. Here the cells run once per segment -- the steps up to and including
+        an anchor, after which the next input depends on the anchor's hidden states -- and
+        the heads and the anchor attention run once over all steps."""
+        n, hidden = tokens.shape[0], self.config.hidden_size
+        zeros = self.go.new_zeros(n, hidden)
+        state = [(zeros, zeros) for _ in self.cells]
+        go = self.go.expand(n, hidden)
+        inputs: list[Tensor] = [go]  # the inputs of the current segment's steps
+        outputs: list[Tensor] = []  # each segment's top-layer hidden states (n, S, H)
+        anchors: list[Tensor] = []
+        by_kind: dict[str, tuple[list[int], list[int]]] = {}  # kind -> (steps, token positions)
+        anchor_pos: list[int] = []  # each anchor's first flag position
+        last = len(space.decisions) - 1
+        pos = 0
+        for step, d in enumerate(space.decisions):
+            if isinstance(d, Categorical):
+                steps, positions = by_kind.setdefault(d.kind, ([], []))
+                steps.append(step)
+                positions.append(pos)
+                if step < last:
+                    inputs.append(self.embeddings[d.kind](tokens[:, pos]))
+            else:
+                out, state = self._run_cells(torch.stack(inputs, 1), state)
+                outputs.append(out)
+                x = go
+                if d.layer:
+                    chosen = tokens[:, pos : pos + d.layer].to(out.dtype)
+                    x = (chosen[:, :, None] * torch.stack(anchors, 1)).sum(1)
+                    x = x / (1.0 + chosen.sum(1, keepdim=True))
+                anchors.append(out[:, -1])
+                anchor_pos.append(pos)
+                inputs = [x] if step < last else []
+            pos += d.num_tokens
+        if inputs:
+            outputs.append(self._run_cells(torch.stack(inputs, 1), state)[0])
+        steps_h = torch.cat(outputs, 1)  # (n, steps, H): the state each decision is drawn from
+        parts = [self._score_kind(kind, steps_h[:, steps], tokens[:, positions])
+                 for kind, (steps, positions) in by_kind.items()]
+        order = [p for _, positions in by_kind.values() for p in positions]
+        if len(anchors) > 1:
+            parts.append(self._score_flags(torch.stack(anchors, 1), tokens, anchor_pos))
+            order += [anchor_pos[i] + j for i in range(1, len(anchors)) for j in range(i)]
+        logp, ent, hid = (torch.cat([part[k] for part in parts], 1) for k in range(3))
+        back = torch.empty(len(order), dtype=torch.long)
+        back[torch.tensor(order)] = torch.arange(len(order))  # token position -> column
+        logp, ent, hid = logp[:, back], ent[:, back], hid[:, back]
+        return ControllerOutput(tokens=tokens, log_prob=logp.sum(1), entropy=ent.sum(1),
+                                token_log_prob=logp, token_hidden=hid, token_entropy=ent)
+
+    def _run_cells(self, inputs: Tensor, state: list[tuple[Tensor, Tensor]]
+                   ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """The stacked cells over a segment of known inputs (n, S, H), in one fused call
+        with the cells' own weights (the gate layouts of LSTMCell/LSTM and GRUCell/GRU
+        are the same); returns the top layer's states and the final state per layer."""
+        weights = [w for cell in self.cells for w in _weights(cell)]
+        layers = len(self.cells)
+        h0 = torch.stack([h for h, _ in state])
+        if self.config.cell == "gru":
+            out, h_n = torch.gru(inputs, h0, weights, True, layers, 0.0, False, False, True)
+            return out, [(h, h) for h in h_n.unbind(0)]
+        c0 = torch.stack([c for _, c in state])
+        out, h_n, c_n = torch.lstm(inputs, (h0, c0), weights, True, layers, 0.0, False, False, True)
+        return out, list(zip(h_n.unbind(0), c_n.unbind(0), strict=True))
+
+    def _score_kind(self, kind: str, h: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Log-probability and entropy of one kind's tokens (n, k) from their states."""
+        logp_all = F.log_softmax(self._squash(self.heads[kind](h)), dim=-1)
+        logp = logp_all.gather(2, tokens[:, :, None]).squeeze(2)
+        return logp, -(logp_all.exp() * logp_all).sum(2), h
+
+    def _score_flags(self, anchors: Tensor, tokens: Tensor, anchor_pos: list[int]
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+        """Every skip flag at once: the attention of each anchor i (query) over the
+        earlier anchors j < i, flags ordered by (i, j) as the tokens are."""
+        query = torch.tanh(self.w_prev(anchors)[:, None, :, :] + self.w_curr(anchors)[:, :, None, :])
+        logit = self._squash(self.v(query).squeeze(-1))  # (n, i, j)
+        i, j = torch.tril_indices(anchors.shape[1], anchors.shape[1], -1)
+        logit = logit[:, i, j]
+        pair = torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
+        positions = torch.tensor(anchor_pos)[i] + j
+        logp = pair.gather(2, tokens[:, positions][:, :, None]).squeeze(2)
+        return logp, -(pair.exp() * pair).sum(2), anchors[:, i]
+
     # -- the walk ------------------------------------------------------------------------
     def _squash(self, logits: Tensor) -> Tensor:
         logits = logits / self.config.temperature
@@ -182,12 +287,15 @@ class Controller(nn.Module):
         return logits
 
     def _step(self, x: Tensor, state: list[tuple[Tensor, Tensor]]) -> Tensor:
+        # the cells' own kernels, called without nn.Module's per-call checks and hooks
+        # (a fifth of a 20-layer ask went to them); the same numbers as cell(x, state)
         for layer, cell in enumerate(self.cells):
+            weights = _weights(cell)
             if isinstance(cell, nn.GRUCell):
-                h = cell(x, state[layer][0])
+                h = torch.gru_cell(x, state[layer][0], *weights)
                 state[layer] = (h, h)  # a GRU has no cell state; the pair keeps one layout
             else:
-                h, c = cell(x, state[layer])
+                h, c = torch.lstm_cell(x, state[layer], *weights)
                 state[layer] = (h, c)
             x = h
         return x
@@ -312,6 +420,13 @@ class Controller(nn.Module):
         # p log p with 0 (not 0 * -inf = nan, in value or gradient) for the masked tokens
         plogp = (masked.exp() * masked.masked_fill(~allowed, 0.0)).sum(1)
         return masked, plogp
+
+
+def _weights(cell: nn.Module) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """An LSTMCell's or GRUCell's (w_ih, w_hh, b_ih, b_hh), the order the fused kernels take."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    w_ih, w_hh, b_ih, b_hh = (t for t in (getattr(cell, n) for n in names) if isinstance(t, Tensor))
+    return w_ih, w_hh, b_ih, b_hh
 
 
 def _categorical_kinds(space: SearchSpace) -> dict[str, int]:
