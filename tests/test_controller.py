@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nasrl.controller import Controller, ControllerConfig
-from nasrl.spaces import ConvSpace, get_space, list_spaces
+from nasrl.spaces import Categorical, ConvSpace, SearchSpace, get_space, list_spaces
 
 TINY_CONV = ConvSpace(num_layers=3, filter_heights=(1, 3), filter_widths=(3, 5), num_filters=(8,))
 
@@ -227,7 +227,7 @@ def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> No
     assert keys == LEGACY_ASKS
     # and a state saved now keeps the batched draws on across a resume
     fresh = make()
-    assert fresh.state_dict()["sampler"] == "batched-then-trie"
+    assert fresh.state_dict()["sampler"] == "batched-rounds-then-trie"
 
 
 @pytest.mark.parametrize("n", [1, 5, 16])
@@ -281,3 +281,53 @@ def test_fused_scoring_of_rows_of_several_depths_matches_each_depths_walk() -> N
               c._walk(2, torch.tensor(short_rows), None, space=shallow)]
     for name in ("log_prob", "entropy"):
         torch.testing.assert_close(getattr(mixed, name), torch.cat([getattr(w, name) for w in walked]))
+
+
+# What nasrl asked with the "batched-then-trie" sampler (f39ff3b, one batched round of 2
+# per sequence wanted), on a 27-architecture space where most asks reach the trie.
+SMALL = SearchSpace([Categorical(f"d{i}", (0, 1, 2), kind="x") for i in range(3)], name="small")
+BATCHED_THEN_TRIE_ASKS = [
+    '65f2021a70a3284a', '94f8a0bd64d53953', 'c0a57003f957e63d', '52941b5fde1886a6',
+    '5e4318c91223f0dd', '14802549e4e5c1dc', 'a64176ec9b240a92', 'f41e582f50feea8d',
+    '08a8fcdada562ef1', '5563b928d189dc0b', 'a650545e52ea3ed4', '2b6223c2a25dc8dc',
+    '2bf913993f5fd3e9', '8a4fe16855d6ecd0', '7bcf85c1cdd6a36a', '4a60d0770461b723',
+    '2898906a4b4b0fd5', '159efb8c68684521', '74b094e09c2ae874', '01c32a19267baca2',
+    'f43de0b0ee8bb1bc', '8ffc4d9d2156575b', 'a0829638d138b261', '35de0e75bf9040da',
+]
+
+
+def _small_asks(sampler: str | None) -> list[str]:
+    from nasrl.strategies.base import Observation
+    from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
+
+    def make() -> Reinforce:
+        strategy = Reinforce(SMALL, 5, ReinforceConfig(batch_size=4, learning_rate=0.05))
+        if sampler is not None:  # as if loaded from a state saved with that sampler
+            strategy.load_state_dict(strategy.state_dict() | {"sampler": sampler})
+        return strategy
+
+    strategy, keys = make(), []
+    for round_ in range(6):
+        if round_ == 3:  # resumed: the sampler travels in the state
+            state = strategy.state_dict()
+            strategy = make()
+            strategy.load_state_dict(state)
+        archs = strategy.ask(4)
+        keys += [a.key for a in archs]
+        strategy.tell([Observation(a, int(a.key[:4], 16) / 65535) for a in archs])
+    return keys
+
+
+def test_a_run_saved_with_one_batched_round_resumes_with_the_same_asks() -> None:
+    assert _small_asks("batched-then-trie") == BATCHED_THEN_TRIE_ASKS
+    # today's default takes a second batched round before the trie: other draws, all distinct
+    asks = _small_asks(None)
+    assert asks != BATCHED_THEN_TRIE_ASKS and len(set(asks)) == len(asks) == 24
+
+
+def test_a_state_with_an_unknown_sampler_is_refused() -> None:
+    from nasrl.strategies.reinforce import Reinforce
+
+    strategy = Reinforce(SMALL, 0)
+    with pytest.raises(ValueError, match="unknown sampler 'beam'"):
+        strategy.load_state_dict(strategy.state_dict() | {"sampler": "beam"})

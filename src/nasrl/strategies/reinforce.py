@@ -36,7 +36,7 @@ import torch
 
 from nasrl.config import ConfigError
 from nasrl.controller.lstm import Controller, ControllerConfig, ControllerOutput
-from nasrl.controller.unique import SeenIndex, draw_unseen
+from nasrl.controller.unique import DEFAULT_SAMPLER, SAMPLERS, SeenIndex, draw_unseen
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.feasible import FeasiblePrefixes
 from nasrl.strategies.base import Observation, Strategy, register_strategy
@@ -180,9 +180,9 @@ class Reinforce(Strategy):
         self.seen_rows: dict[int, SeenIndex] = {}
         """The same tokens by sequence length (one per depth when the depth grows): what
         sampling without replacement avoids, and what the state saves (compact arrays)."""
-        self.batched_first = True
-        """Sampling without replacement tries batched draws before the exact trie. Off
-        only for a run saved before they existed, so it re-asks exactly what it asked."""
+        self.sampler = DEFAULT_SAMPLER
+        """How sampling without replacement draws (:data:`nasrl.controller.unique.SAMPLERS`):
+        a run saved with an earlier sampler keeps it, so it re-asks exactly what it asked."""
         self.elites: list[tuple[float, list[int]]] = []  # (reward, tokens), best first
         self.sampled_logp: dict[str, float] = {}  # log P at ask time, for PPO's ratio
         self._metrics: dict[str, float] = {}
@@ -208,7 +208,7 @@ class Reinforce(Strategy):
         if cfg.avoid_seen:
             # the rows of the depth asked (the current space's): one index per depth
             drawn = draw_unseen(self.controller, self._rows_of(self.space.num_tokens), n,
-                                self.generator, batched_first=self.batched_first)
+                                self.generator, sampler=self.sampler)
             tokens = torch.tensor([row for row, _ in drawn], dtype=torch.long).reshape(n, -1)
             logps = [lp for _, lp in drawn]
         else:
@@ -442,7 +442,7 @@ class Reinforce(Strategy):
             "buffer": [(a.to_json(), r) for a, r in self.buffer],
             # compact arrays, not lists of ints: this state is saved after every round
             "seen_rows": {n: torch.from_numpy(index.rows.copy()) for n, index in self.seen_rows.items()},
-            "sampler": "batched-then-trie" if self.batched_first else "trie",
+            "sampler": self.sampler,
             "elites": [(r, list(row)) for r, row in self.elites],
             "sampled_logp": dict(self.sampled_logp),
         }
@@ -463,7 +463,10 @@ class Reinforce(Strategy):
         for row in rows:
             self.seen[self.space.space_of_tokens(len(row)).from_tokens(row).key] = list(row)
             self._rows_of(len(row)).add(row)
-        self.batched_first = state.get("sampler") == "batched-then-trie"
+        # absent: saved before the batched draws existed, when every draw took the trie
+        self.sampler = str(state.get("sampler", "trie"))
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r} (a newer nasrl's state?)")
         self.sampled_logp = {str(k): float(v) for k, v in state["sampled_logp"].items()}
         pending = state.get("pending")  # .get: states from before return_mode have none
         self.pending = None if pending is None else (
