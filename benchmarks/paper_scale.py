@@ -5,7 +5,7 @@ so what is measured is the driver: the time to ask each architecture, the rest o
 driver's work per trial (tell, store), and its resident memory, at checkpoints.
 
     python benchmarks/paper_scale.py --out runs/paper-scale [--children 12800]
-        [--every 1600] [--round-size 8] [--seed 0]
+        [--every 1600] [--round-size 8] [--seed 0] [--strategy-set KEY=JSON ...]
 
 Targets (issue 13): ask time per architecture under 5 ms and driver memory under 1 GB
 throughout. The synthetic landscape (:class:`nasrl.execution.simulated.SyntheticEvaluator`)
@@ -20,7 +20,9 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
+from nasrl.controller import unique
 from nasrl.errors import NasrlError
 from nasrl.execution.simulated import SyntheticEvaluator
 from nasrl.search import RunListener, Search, load_config
@@ -51,6 +53,14 @@ class Meter(RunListener):
             return archs
 
         strategy.ask = timed_ask  # type: ignore[method-assign]
+        self.window_trie = 0
+        draw = unique._draw_from_trie
+
+        def counted(*args: Any) -> list[tuple[list[int], float]]:
+            self.window_trie += 1  # asks that needed the exact sampler (scores every seen row)
+            return draw(*args)
+
+        unique._draw_from_trie = counted  # type: ignore[assignment]
 
     def on_trial(self, trial: Trial, counts: dict[str, int], best: float | None) -> None:
         self.trials = counts["evaluated"]
@@ -68,13 +78,16 @@ class Meter(RunListener):
                 "rss_mb": _rss_mb(),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "best": float(best) if best is not None else float("nan"),
+                "trie_asks": float(self.window_trie),
             }
             self.rows.append(row)
             print(f"{int(row['trials']):6d} trials  depth {int(row['depth']):2d}  ask "
                   f"{row['ask_ms_per_arch']:6.2f} ms/arch  driver {per_trial:6.2f} ms/trial  "
-                  f"RSS {row['rss_mb']:5.0f} MB (peak {row['peak_rss_mb']:5.0f})  best {row['best']:.4f}",
+                  f"RSS {row['rss_mb']:5.0f} MB (peak {row['peak_rss_mb']:5.0f})  best {row['best']:.4f}  "
+                  f"asks via the trie {self.window_trie}",
                   flush=True)
             self.window_start, self.window_ask, self.window_asked = now, 0.0, 0.0
+            self.window_trie = 0
 
 
 def _rss_mb() -> float:
@@ -87,6 +100,7 @@ def _create(args: argparse.Namespace) -> Search:
         "space": "conv",
         "space_params": {"depth_schedule": {"start": 6, "step": 2, "every": args.every, "maximum": 20}},
         "strategy": "reinforce",
+        "strategy_config": args.strategy_config,
         "executor": "serial",
         "budget": args.children,
         "seed": args.seed,
@@ -103,7 +117,16 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1600, help="children per depth step")
     parser.add_argument("--round-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy-set", action="append", default=[], metavar="KEY=JSON",
+                        help="a REINFORCE setting, e.g. learning_rate=6e-4 (the paper's)")
     args = parser.parse_args()
+    args.strategy_config = {}
+    for item in args.strategy_set:
+        key, _, value = item.partition("=")
+        try:
+            args.strategy_config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.exit(2, f"paper_scale.py: --strategy-set {item!r}: the value must be JSON\n")
     import torch
 
     torch.set_num_threads(1)
