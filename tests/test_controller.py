@@ -96,7 +96,9 @@ def test_skip_probability_is_the_papers_formula() -> None:
         x = ctrl.go
         anchors = []
         for d in space.decisions:
-            h = ctrl._step(x, state)
+            for layer, cell in enumerate(ctrl.cells):
+                h, c = cell(x, state[layer])
+                state[layer], x = (h, c), h
             if d.kind == "anchor":
                 anchors.append(h)
                 x = ctrl.go

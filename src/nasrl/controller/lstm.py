@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -135,9 +135,12 @@ class Controller(nn.Module):
         self.space = space
 
     # -- public API ----------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator | None = None) -> ControllerOutput:
-        """Sample ``n`` architectures (with gradient unless called under ``no_grad``)."""
-        return self._walk(n, None, generator)
+    def sample(self, n: int, generator: torch.Generator | None = None, *,
+               entropy: bool = True) -> ControllerOutput:
+        """Sample ``n`` architectures (with gradient unless called under ``no_grad``).
+        ``entropy=False`` leaves the entropies out (zeros): an ask needs only the tokens
+        and their log P, and the entropies are a sixth of a walk's operations."""
+        return self._walk(n, None, generator, with_entropy=entropy)
 
     def sample_with(self, n: int, pick: Picker) -> ControllerOutput:
         """Sample with a custom token chooser (e.g. sampling without replacement)."""
@@ -281,17 +284,19 @@ class Controller(nn.Module):
 
     # -- the walk ------------------------------------------------------------------------
     def _squash(self, logits: Tensor) -> Tensor:
-        logits = logits / self.config.temperature
+        if self.config.temperature != 1.0:  # x / 1.0 is x: one operation per step less
+            logits = logits / self.config.temperature
         if self.config.tanh_constant is not None:
             logits = self.config.tanh_constant * torch.tanh(logits)
         return logits
 
-    def _step(self, x: Tensor, state: list[tuple[Tensor, Tensor]]) -> Tensor:
+    def _step(self, x: Tensor, state: list[tuple[Tensor, Tensor]],
+              weights_of: list[tuple[Tensor, Tensor, Tensor, Tensor]]) -> Tensor:
         # the cells' own kernels, called without nn.Module's per-call checks and hooks
         # (a fifth of a 20-layer ask went to them); the same numbers as cell(x, state)
-        for layer, cell in enumerate(self.cells):
-            weights = _weights(cell)
-            if isinstance(cell, nn.GRUCell):
+        gru = self.config.cell == "gru"
+        for layer, weights in enumerate(weights_of):
+            if gru:
                 h = torch.gru_cell(x, state[layer][0], *weights)
                 state[layer] = (h, h)  # a GRU has no cell state; the pair keeps one layout
             else:
@@ -303,13 +308,19 @@ class Controller(nn.Module):
     def _walk(
         self, n: int, forced: Tensor | None, gen: torch.Generator | None,
         pick: Picker | None = None, space: SearchSpace | None = None,
+        with_entropy: bool = True,
     ) -> ControllerOutput:
         """One pass over the decisions; every token goes through ``choose``.
 
         ``choose(pos, logp)`` gets the log-probabilities (n, k) of token ``pos``'s k values
         -- a skip flag is a 2-way choice (absent, present) -- and returns the tokens (n,).
         ``space``: a member of the family to walk (default: the controller's own).
+        Modules are called through their functional forms (the same kernels, without
+        nn.Module's per-call overhead, which a 20-layer walk pays some 300 times).
         """
+        cells = [_weights(cell) for cell in self.cells]
+        heads = {k: (cast(Tensor, m.weight), cast(Tensor, m.bias)) for k, m in self.heads.items()}
+        embeddings = {k: cast(Tensor, m.weight) for k, m in self.embeddings.items()}
         hidden = self.config.hidden_size
         zeros = self.go.new_zeros(n, hidden)
         state = [(zeros, zeros) for _ in self.cells]
@@ -337,25 +348,26 @@ class Controller(nn.Module):
 
         pos = 0
         for d in (space or self.space).decisions:
-            h = self._step(x, state)
+            h = self._step(x, state, cells)
             current_h[0] = h
             if isinstance(d, Categorical):
-                logp_all = F.log_softmax(self._squash(self.heads[d.kind](h)), dim=-1)
+                logp_all = F.log_softmax(self._squash(F.linear(h, *heads[d.kind])), dim=-1)
                 if self.feasible is not None:
                     logp_all, plogp = self._restrict(logp_all, out, n)
                     entropy = entropy - plogp
                     token_ent.append(-plogp)
-                else:
+                elif with_entropy:
                     plogp = (logp_all.exp() * logp_all).sum(1)
                     entropy = entropy - plogp
                     token_ent.append(-plogp)
-                x = self.embeddings[d.kind](choose(pos, logp_all))
+                x = F.embedding(choose(pos, logp_all), embeddings[d.kind])
             else:
                 if d.layer == 0:
                     x = self.go.expand(n, hidden)
                 else:
-                    query = torch.tanh(torch.stack(anchors_w, 1) + self.w_curr(h)[:, None, :])
-                    logit = self._squash(self.v(query).squeeze(-1))  # (n, layer)
+                    query = torch.tanh(torch.stack(anchors_w, 1)
+                                       + F.linear(h, self.w_curr.weight)[:, None, :])
+                    logit = self._squash(F.linear(query, self.v.weight).squeeze(-1))  # (n, layer)
                     # one Bernoulli per earlier layer: log P(absent), log P(present)
                     pair = torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
                     if self.feasible is not None:
@@ -367,8 +379,10 @@ class Controller(nn.Module):
                             picked.append(choose(pos + j, flag_logp))
                         flags = torch.stack(picked, 1)
                     else:
-                        entropy = entropy - (pair.exp() * pair).sum((1, 2))
-                        token_ent.extend((-(pair.exp() * pair).sum(2)).unbind(1))
+                        if with_entropy:
+                            plogp = pair.exp() * pair
+                            entropy = entropy - plogp.sum((1, 2))
+                            token_ent.extend((-plogp.sum(2)).unbind(1))
                         if forced is None and pick is None:
                             flags = self._draw_flags(pair, gen, token_logp, token_h, out, current_h[0])
                         else:
@@ -377,11 +391,12 @@ class Controller(nn.Module):
                     x = (chosen[:, :, None] * torch.stack(anchors, 1)).sum(1)
                     x = x / (1.0 + chosen.sum(1, keepdim=True))
                 anchors.append(h)
-                anchors_w.append(self.w_prev(h))
+                anchors_w.append(F.linear(h, self.w_prev.weight))
             pos += d.num_tokens
         if out:
             tokens, per_token = torch.stack(out, 1), torch.stack(token_logp, 1)
-            hiddens, per_token_ent = torch.stack(token_h, 1), torch.stack(token_ent, 1)
+            hiddens = torch.stack(token_h, 1)
+            per_token_ent = torch.stack(token_ent, 1) if token_ent else torch.zeros_like(per_token)
         else:
             tokens, per_token = torch.zeros(n, 0, dtype=torch.long), self.go.new_zeros(n, 0)
             hiddens, per_token_ent = self.go.new_zeros(n, 0, hidden), self.go.new_zeros(n, 0)

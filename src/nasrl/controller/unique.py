@@ -152,7 +152,7 @@ def draw_unseen(
     for per_wanted in SAMPLERS[sampler]:
         if len(results) >= n:
             break
-        out = controller.sample(per_wanted * (n - len(results)), generator)
+        out = controller.sample(per_wanted * (n - len(results)), generator, entropy=False)
         for row, lp in zip(out.tokens.tolist(), out.log_prob.tolist(), strict=True):
             if len(results) < n and index.add(row):
                 results.append((row, lp))
