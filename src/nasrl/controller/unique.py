@@ -39,16 +39,16 @@ from nasrl.controller.lstm import Controller
 SAMPLERS: dict[str, tuple[int, ...]] = {
     "trie": (),
     "batched-then-trie": (2,),
-    "batched-rounds-then-trie": (2, 16),
+    "batched-rounds-then-trie": (2, 16, 128),
 }
 """Batched draws per sequence still wanted, round by round, before the exact fallback;
 the names are what a strategy state records, so a saved run resumes with the sampler it
 used (the rounds consume the generator differently). Each round is one controller pass,
 which costs about as much for 128 sequences as for 16 (the per-step overhead dominates at
 these sizes), while the fallback scores every seen sequence: ~110 ms at 1,600 six-layer
-sequences. Once the policy has concentrated, 2 per sequence wanted left a third of the
-asks to the fallback (ask time 9-19 ms per architecture at 6 layers); a second round of
-16 makes it rare (~3.5 ms)."""
+sequences, ~1 s at 12,800. Once the policy has concentrated, 2 per sequence wanted left a
+third of the asks to the fallback (ask time 9-19 ms per architecture at 6 layers); rounds
+of 16 and then 128 make it rare (~3.5 ms) until fewer than ~1 in 100 draws is unseen."""
 DEFAULT_SAMPLER = "batched-rounds-then-trie"
 SCORE_CHUNK = 1024
 """Seen sequences scored per controller pass when the fallback recomputes M: bounds the
