@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from nasrl.benchmark import FRONT_TIERS, constrained_defaults, feasible_set, run_tabular, tabular_objective
+from nasrl.cli import main
 from nasrl.config import ConfigError
 from nasrl.controller import Controller, ControllerConfig
 from nasrl.evaluators import TabularEvaluator
@@ -210,3 +212,17 @@ def test_a_constrained_benchmark_searches_the_front_by_default(nb201_table: Tabu
     assert trace.points is not None and max(c for _, c in trace.points) <= 30e6
     # the cheap tiers are visited: a plain search for the best feasible cell stays at the limit
     assert min(c for _, c in trace.points) <= rl.tier_limits[0] < rl.tier_limits[-1] <= 30e6
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("reinforce.front_tiers=1", "reinforce.front_tiers must be 0 (off) or at least 2, got 1"),
+    ("reinforce.front_metric=params", "reinforce.front_metric 'params' is not a hard static limit"),
+    ("reinforce.front_top_share=2", "reinforce.front_top_share must be in (0, 1], got 2.0"),
+])
+def test_bad_front_settings_on_the_command_line_are_one_line(
+        setting: str, message: str, nb201_table_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["benchmark", "nb201", "--strategies", "reinforce", "--budget", "5", "--seeds", "1",
+                 "--jobs", "1", "--table", str(nb201_table_path), "--constraint", "macs<=median",
+                 "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err

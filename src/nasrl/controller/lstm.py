@@ -24,7 +24,8 @@ policy restricted to the feasible set.
 
 A controller built with ``num_tiers`` > 0 is also *conditioned*: under
 :meth:`Controller.conditioned`, row ``i`` is walked with a learned tier embedding added to
-its first input and constrained to its own feasible set (a front search's cost tiers,
+every input (each decision reads its tier directly, not through the LSTM's memory) and
+constrained to its own feasible set (a front search's cost tiers,
 ``ReinforceConfig.front_tiers``), so one policy holds one distribution per tier.
 """
 

@@ -137,14 +137,17 @@ class ReinforceConfig:
     most of it sits among the cheap architectures (79% of NAS-Bench-201's under a median
     MACs limit lies in cells of at most a quarter of the limit), where quantiles of the
     costs would put one tier at most. The top tier is the constraint itself. The tier is
-    fed to the controller (a learned embedding added to its first input) and constrained
-    decoding keeps each sample inside its tier's limit, so one policy learns the best
-    architecture of every tier; the log-probabilities the update differentiates are those
-    of that conditioned, masked distribution. With the ema baseline each tier keeps its
-    own EMA (its first batch: leave-one-out over the batch's rows of that tier; a lone row
-    takes no step), so a cheap tier's lower rewards are not judged against the top
-    tier's. Tiers are assigned by ask order (deterministic, see ``front_top_share``); the
-    elites are imitated under the top tier."""
+    fed to the controller (a learned embedding added to its input at every step) and
+    constrained decoding keeps each sample inside its tier's limit, so one policy learns
+    the best architecture of every tier; the log-probabilities the update differentiates
+    are those of that conditioned, masked distribution. With the ema baseline each tier
+    keeps its own EMA (its first batch: leave-one-out over the batch's rows of that tier;
+    a lone row takes no step), so a cheap tier's lower rewards are not judged against the
+    top tier's. Each tier imitates its own elites: the best architectures evaluated
+    within its limit, whichever tier asked them. Tiers are assigned by ask order
+    (deterministic, see ``front_top_share``); with avoid_seen a tier whose architectures
+    have all been asked passes its asks to the next dearer one. ``nasrl benchmark`` under
+    a hard static limit runs with 5 tiers unless told otherwise (README, issue 10)."""
     front_metric: str | None = None
     """The cost the tiers cut (a hard static limit of the feasible set); None: the first."""
     front_top_share: float = 0.5
