@@ -11,7 +11,10 @@ depends only on (strategy, config, seed), never on the number of processes.
 With a cost constraint (``macs<=median``), "best" means best *feasible*, and the summary
 adds the hypervolume of each run's (accuracy, cost) front divided by the true front's,
 computed from the whole table, with the reference point (the table's median validation
-accuracy, the constraint's target).
+accuracy, the constraint's target). Under a hard static limit ``reinforce`` searches the
+whole front by default (``FRONT_TIERS`` cost tiers, ``ReinforceConfig.front_tiers``; set
+``reinforce.front_tiers=0`` for the plain search for the best feasible cell): one run per
+seed is measured on both numbers, and the plain search leaves most of the front unvisited.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_CHECKPOINTS = (50, 100, 200, 500)
+FRONT_TIERS = 5
+"""reinforce's ``front_tiers`` in a benchmark with a hard static limit, unless set."""
 PROPOSALS_PER_EVALUATION = 50
 """A run stops after budget x this many proposals even if the budget is not spent (a
 collapsed policy re-proposing the same few architectures would otherwise never end)."""
@@ -187,6 +192,16 @@ def tabular_objective(values: Mapping[str, Any] | None = None) -> Objective:
     return objective
 
 
+def constrained_defaults(configs: Mapping[str, Mapping[str, Any]],
+                         objective: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The strategy configs a benchmark runs: under a hard static limit, reinforce searches
+    the front (``FRONT_TIERS``) unless its config says otherwise; without one, as given."""
+    out = {name: dict(values) for name, values in configs.items()}
+    if tabular_objective(objective).static_limits():
+        out.setdefault("reinforce", {}).setdefault("front_tiers", FRONT_TIERS)
+    return out
+
+
 def run_benchmark(
     table_path: str | os.PathLike[str],
     strategies: Sequence[str],
@@ -196,10 +211,9 @@ def run_benchmark(
     jobs: int | None = None,
     objective: Mapping[str, Any] | None = None,
 ) -> list[RunTrace]:
-    configs = configs or {}
+    configs = constrained_defaults(configs or {}, objective)
     for name in strategies:  # fail fast on a bad name or config, before starting workers
         make_strategy(name, NB201Space(), 0, configs.get(name, {}))
-    tabular_objective(objective)
     tasks = [(name, seed, budget, dict(configs.get(name, {})), dict(objective or {}))
              for name in strategies for seed in seeds]
     return map_on_table(_run_one, tasks, table_path, jobs, chunks_per_job=8)

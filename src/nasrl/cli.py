@@ -172,6 +172,7 @@ def _check_out(out: Path | None) -> None:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from nasrl.benchmark import (
+        constrained_defaults,
         format_table,
         run_benchmark,
         summarize,
@@ -193,6 +194,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.constraints:
         objective_values["constraints"] = [_median_target(c, evaluator) for c in args.constraints]
     objective = tabular_objective(objective_values)
+    configs = constrained_defaults(configs, objective_values)  # reinforce searches the front
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
     start = time.perf_counter()
     print(f"nasrl benchmark nb201: {', '.join(names)}; budget {args.budget}; "

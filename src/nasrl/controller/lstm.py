@@ -21,11 +21,18 @@ With a feasible set (``controller.feasible``, hard static limits), every decisio
 *constrained decoding*: tokens after which no completion is feasible get probability 0 and
 the rest are renormalized, so samples, log-probabilities and entropies are all those of the
 policy restricted to the feasible set.
+
+A controller built with ``num_tiers`` > 0 is also *conditioned*: under
+:meth:`Controller.conditioned`, row ``i`` is walked with a learned tier embedding added to
+every input (each decision reads its tier directly, not through the LSTM's memory) and
+constrained to its own feasible set (a front search's cost tiers,
+``ReinforceConfig.front_tiers``), so one policy holds one distribution per tier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -93,7 +100,8 @@ Picker = Callable[[int, Tensor], Tensor]
 
 class Controller(nn.Module):
     def __init__(
-        self, space: SearchSpace, config: ControllerConfig | None = None, seed: int = 0
+        self, space: SearchSpace, config: ControllerConfig | None = None, seed: int = 0,
+        num_tiers: int = 0,
     ) -> None:
         super().__init__()
         self.config = config or ControllerConfig()
@@ -123,6 +131,32 @@ class Controller(nn.Module):
         init = torch.Generator().manual_seed(seed)  # weights depend on the seed alone
         for p in self.parameters():
             nn.init.uniform_(p, -self.config.init_range, self.config.init_range, generator=init)
+        self.tier_embedding: nn.Embedding | None = None
+        if num_tiers > 0:
+            # created and drawn after the others, so every other weight is the same as
+            # without tiers (same seed, same draws)
+            self.tier_embedding = nn.Embedding(num_tiers, hidden)
+            nn.init.uniform_(self.tier_embedding.weight, -self.config.init_range,
+                             self.config.init_range, generator=init)
+        self._tiers: list[int] | None = None
+        self._tier_sets: list[FeasiblePrefixes | None] = []
+
+    @contextmanager
+    def conditioned(self, tiers: Sequence[int],
+                    sets: Sequence[FeasiblePrefixes | None]) -> Iterator[None]:
+        """Walk every row under its tier: ``tiers`` one per row, or a single tier for
+        every row; ``sets[t]`` is tier t's feasible set (None: unconstrained)."""
+        if self.tier_embedding is None:
+            raise ValueError("controller: built without tiers (num_tiers = 0)")
+        if any(not 0 <= t < self.tier_embedding.num_embeddings for t in tiers):
+            last = self.tier_embedding.num_embeddings - 1
+            raise ValueError(f"controller: tiers {list(tiers)} outside 0..{last}")
+        saved = self._tiers, self._tier_sets
+        self._tiers, self._tier_sets = list(tiers), list(sets)
+        try:
+            yield
+        finally:
+            self._tiers, self._tier_sets = saved
 
     def use_space(self, space: SearchSpace) -> None:
         """Switch to another space with the same decision kinds (e.g. a deeper conv space)."""
@@ -190,8 +224,9 @@ class Controller(nn.Module):
         """Teacher-forced scores of ``tokens`` (n, T) at ``space``'s depth. Without a
         feasible set the inputs of every step between two anchors are known in advance,
         so the cells run over them in one fused call (:meth:`_score_fused`); constrained
-        decoding masks each step by its prefix and keeps the step-by-step walk."""
-        if self.feasible is not None or tokens.shape[1] == 0:
+        decoding masks each step by its prefix, and tiers condition each row: those keep
+        the step-by-step walk."""
+        if self.feasible is not None or self._tiers is not None or tokens.shape[1] == 0:
             return self._walk(tokens.shape[0], tokens, None, space=space)
         return self._score_fused(tokens, space)
 
@@ -325,6 +360,10 @@ class Controller(nn.Module):
         zeros = self.go.new_zeros(n, hidden)
         state = [(zeros, zeros) for _ in self.cells]
         x = self.go.expand(n, hidden)
+        row_sets, row_tiers = self._row_sets(n), self._row_tiers(n)
+        condition: Tensor | None = None
+        if row_tiers is not None and self.tier_embedding is not None:
+            condition = self.tier_embedding(torch.tensor(row_tiers, dtype=torch.long))
         entropy = self.go.new_zeros(n)
         token_logp: list[Tensor] = []
         token_h: list[Tensor] = []
@@ -348,12 +387,13 @@ class Controller(nn.Module):
 
         pos = 0
         for d in (space or self.space).decisions:
-            h = self._step(x, state, cells)
+            # the condition is read with every input: each decision sees its tier directly
+            h = self._step(x if condition is None else x + condition, state, cells)
             current_h[0] = h
             if isinstance(d, Categorical):
                 logp_all = F.log_softmax(self._squash(F.linear(h, *heads[d.kind])), dim=-1)
-                if self.feasible is not None:
-                    logp_all, plogp = self._restrict(logp_all, out, n)
+                if row_sets is not None:
+                    logp_all, plogp = self._restrict(logp_all, out, n, row_sets)
                     entropy = entropy - plogp
                     token_ent.append(-plogp)
                 elif with_entropy:
@@ -370,10 +410,10 @@ class Controller(nn.Module):
                     logit = self._squash(F.linear(query, self.v.weight).squeeze(-1))  # (n, layer)
                     # one Bernoulli per earlier layer: log P(absent), log P(present)
                     pair = torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
-                    if self.feasible is not None:
+                    if row_sets is not None:
                         picked = []
                         for j in range(d.layer):  # each flag's mask depends on the ones before
-                            flag_logp, plogp = self._restrict(pair[:, j], out, n)
+                            flag_logp, plogp = self._restrict(pair[:, j], out, n, row_sets)
                             entropy = entropy - plogp
                             token_ent.append(-plogp)
                             picked.append(choose(pos + j, flag_logp))
@@ -421,14 +461,31 @@ class Controller(nn.Module):
         out.extend(flags.unbind(1))
         return flags
 
-    def _restrict(self, logp: Tensor, prefix: list[Tensor], n: int) -> tuple[Tensor, Tensor]:
+    def _row_tiers(self, n: int) -> list[int] | None:
+        if self._tiers is None or len(self._tiers) == n:
+            return self._tiers
+        if len(self._tiers) == 1:
+            return self._tiers * n
+        raise ValueError(f"controller: {len(self._tiers)} tiers for {n} rows")
+
+    def _row_sets(self, n: int) -> list[FeasiblePrefixes | None] | None:
+        """Each row's feasible set: its tier's under :meth:`conditioned`, else
+        ``self.feasible``; None when no row is constrained."""
+        tiers = self._row_tiers(n)
+        if tiers is None:
+            return None if self.feasible is None else [self.feasible] * n
+        sets = [self._tier_sets[t] for t in tiers]
+        return None if all(s is None for s in sets) else sets
+
+    def _restrict(self, logp: Tensor, prefix: list[Tensor], n: int,
+                  sets: Sequence[FeasiblePrefixes | None]) -> tuple[Tensor, Tensor]:
         """Renormalize the next token's log-probabilities (n, k) over the tokens that keep a
-        feasible completion; returns them and sum p log p. A prefix that already left the
-        feasible set (only a scored, never a sampled row) keeps every token: its log P is
-        already -inf."""
-        assert self.feasible is not None
+        feasible completion (row i: in ``sets[i]``; None: every token); returns them and
+        sum p log p. A prefix that already left the feasible set (only a scored, never a
+        sampled row) keeps every token: its log P is already -inf."""
         rows = torch.stack(prefix, 1).tolist() if prefix else [[] for _ in range(n)]
-        masks = [self.feasible.allowed(r) for r in rows]
+        k = logp.shape[1]
+        masks = [[True] * k if f is None else f.allowed(r) for f, r in zip(sets, rows, strict=True)]
         allowed = torch.tensor([m if any(m) else [True] * len(m) for m in masks],
                                dtype=torch.bool, device=logp.device)
         masked = F.log_softmax(logp.masked_fill(~allowed, float("-inf")), dim=-1)

@@ -19,14 +19,22 @@ from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 class FeasiblePrefixes:
     """Which tokens may follow each prefix so that a feasible completion remains."""
 
-    def __init__(self, space: SearchSpace, feasible: Iterable[Architecture]) -> None:
+    def __init__(self, space: SearchSpace, feasible: Iterable[Architecture],
+                 costs: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        """``costs``: static costs by architecture key, kept (for the feasible ones) so the
+        set can be cut further at a lower limit (:meth:`within`, a front search's tiers)."""
         self.space = space
         self.arities = space.token_arities()
         self._next: dict[tuple[int, ...], set[int]] = {}
         self._rows: set[tuple[int, ...]] = set()
+        self.costs: dict[tuple[int, ...], dict[str, float]] | None = None if costs is None else {}
+        self.limits: dict[str, float] = {}
+        """The hard limits the set was cut at, metric -> max (empty when not known)."""
         for arch in feasible:
             row = tuple(space.to_tokens(arch))
             self._rows.add(row)
+            if self.costs is not None and costs is not None:
+                self.costs[row] = {m: float(v) for m, v in costs[arch.key].items()}
             for d, tok in enumerate(row):
                 self._next.setdefault(row[:d], set()).add(tok)
         if not self._rows:
@@ -38,8 +46,13 @@ class FeasiblePrefixes:
         limits: Mapping[str, float],
     ) -> FeasiblePrefixes:
         """From (architecture, static costs) of every architecture and limits metric -> max.
-        An architecture missing a limited cost counts as infeasible (it cannot be vouched for)."""
-        return cls(space, (a for a, c in costs if _within(c, limits)))
+        An architecture missing a limited cost counts as infeasible (it cannot be vouched for).
+        The feasible architectures' costs are kept (see :meth:`within`)."""
+        # only the limited costs are kept: a table's metrics also hold the accuracies
+        kept = {a.key: (a, {m: float(c[m]) for m in limits}) for a, c in costs if _within(c, limits)}
+        out = cls(space, (a for a, _ in kept.values()), {k: c for k, (_, c) in kept.items()})
+        out.limits = dict(limits)
+        return out
 
     @classmethod
     def enumerate(
@@ -58,6 +71,28 @@ class FeasiblePrefixes:
 
     def __contains__(self, arch: Architecture) -> bool:
         return tuple(self.space.to_tokens(arch)) in self._rows
+
+    def cost_values(self, metric: str) -> list[float]:
+        """The ``metric`` cost of every feasible architecture (unordered)."""
+        return [c[metric] for c in self._known_costs(metric).values()]
+
+    def within(self, metric: str, limit: float) -> FeasiblePrefixes:
+        """The subset whose ``metric`` is at most ``limit`` (a tighter hard limit)."""
+        costs = self._known_costs(metric)
+        keep = {r: c for r, c in costs.items() if c[metric] <= limit}
+        archs = [self.space.from_tokens(list(r)) for r in keep]
+        out = FeasiblePrefixes(self.space, archs, {a.key: c for a, c in zip(archs, keep.values(),
+                                                                            strict=True)})
+        out.limits = {**self.limits, metric: min(limit, self.limits.get(metric, limit))}
+        return out
+
+    def _known_costs(self, metric: str) -> dict[tuple[int, ...], dict[str, float]]:
+        if self.costs is None:
+            raise SpaceError(f"space {self.space.name!r}: the feasible set was built without costs")
+        if any(metric not in c for c in self.costs.values()):
+            raise SpaceError(f"space {self.space.name!r}: not every feasible architecture has a "
+                             f"{metric!r} cost")
+        return self.costs
 
     def allowed(self, prefix: Sequence[int]) -> list[bool]:
         """For each value of the next token: does some feasible completion start with it?"""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -123,6 +124,39 @@ class ReinforceConfig:
     no budget goes to architectures that cannot count and the policy learns only which
     feasible architectures are good (the best ones usually sit on the constraint's
     boundary, which a policy punished for infeasible samples learns to avoid)."""
+    front_tiers: int = 0
+    """Search the whole (quality, cost) front, not only the best feasible architecture:
+    the number of cost tiers (0: off; else at least 2). Used only once the strategy is
+    told a feasible set of hard static limits (``restrict``, with the costs kept), so a
+    search without a constraint is the same as with 0.
+
+    Each sampled architecture gets a tier, i.e. a tighter limit on ``front_metric``. The
+    limits are geometric between the cheapest feasible cost and the dearest, each moved
+    down to a cost some feasible architecture has (tiers that meet are merged): geometric
+    because a front's hypervolume weighs a point by how far below the limit it lies, so
+    most of it sits among the cheap architectures (79% of NAS-Bench-201's under a median
+    MACs limit lies in cells of at most a quarter of the limit), where quantiles of the
+    costs would put one tier at most. The top tier is the constraint itself. The tier is
+    fed to the controller (a learned embedding added to its input at every step) and
+    constrained decoding keeps each sample inside its tier's limit, so one policy learns
+    the best architecture of every tier; the log-probabilities the update differentiates
+    are those of that conditioned, masked distribution. With the ema baseline each tier
+    keeps its own EMA (its first batch: leave-one-out over the batch's rows of that tier;
+    a lone row takes no step), so a cheap tier's lower rewards are not judged against the
+    top tier's. Each tier imitates its own elites: the best architectures evaluated
+    within its limit, whichever tier asked them. Tiers are assigned by ask order
+    (deterministic, see ``front_top_share``); with avoid_seen a tier whose architectures
+    have all been asked passes its asks to the next dearer one. ``nasrl benchmark`` under
+    a hard static limit runs with 5 tiers unless told otherwise (README, issue 10)."""
+    front_metric: str | None = None
+    """The cost the tiers cut (a hard static limit of the feasible set); None: the first."""
+    front_top_share: float = 0.5
+    """Share of the asks that go to the top tier (the constraint's own limit), which finds
+    the best feasible architecture: ask k is a top-tier ask when floor((k + 1) s) >
+    floor(k s). The other asks go to the lower tiers in proportion to how many
+    architectures each holds (stride scheduling; ties to the cheaper tier): a larger tier
+    needs more draws to find its best (on NAS-Bench-201 this beat an even round robin,
+    hv ratio 0.914 against 0.906 over tuning seeds 1000-1019, within the noise)."""
     elite_size: int = 1
     """k: how many of the best architectures evaluated so far the update also imitates."""
     elite_weight: float = 0.02
@@ -156,7 +190,7 @@ class Reinforce(Strategy):
         cfg: ReinforceConfig = self.config
         _check_config(cfg)
         # Every random source comes from the seed: initial weights and sampling.
-        self.controller = Controller(space, cfg.controller, seed=seed)
+        self.controller = Controller(space, cfg.controller, seed=seed, num_tiers=cfg.front_tiers)
         self.generator = torch.Generator().manual_seed(seed)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=cfg.learning_rate)
         self.baseline: float | None = None  # EMA of earlier batches' mean return
@@ -186,6 +220,14 @@ class Reinforce(Strategy):
         self.elites: list[tuple[float, list[int]]] = []  # (reward, tokens), best first
         self.sampled_logp: dict[str, float] = {}  # log P at ask time, for PPO's ratio
         self._metrics: dict[str, float] = {}
+        # the front search (front_tiers): tiers cheapest first, the last the constraint's own
+        self.tier_sets: list[FeasiblePrefixes] = []
+        self.tier_limits: list[float] = []
+        self.tier_baselines: dict[int, float] = {}  # EMA of each tier's earlier rewards
+        self.tier_of: dict[str, int] = {}  # key -> tier it was asked under, until learned
+        self.tier_elites: dict[int, list[tuple[float, list[int]]]] = {}  # lower tiers' elites
+        self.asked = 0  # architectures asked so far: the tier schedule's position
+        self.tier_asks: list[int] = []  # asks each lower tier got so far
 
     @property
     def batch_size(self) -> int:
@@ -200,10 +242,79 @@ class Reinforce(Strategy):
         cfg: ReinforceConfig = self.config
         if cfg.constrained_decoding:
             self.controller.feasible = feasible
+        if cfg.front_tiers > 0:
+            self.tier_limits, self.tier_sets = front_tiers(feasible, cfg.front_tiers, cfg.front_metric)
+
+    @property
+    def front_active(self) -> bool:
+        return len(self.tier_sets) > 1
+
+    def _tier_schedule(self, n: int) -> list[int]:
+        """The tiers of the next ``n`` asks (see ``front_top_share``); advances the count."""
+        cfg: ReinforceConfig = self.config
+        s, top = cfg.front_top_share, len(self.tier_sets) - 1
+        sizes = [len(f) for f in self.tier_sets[:-1]]
+        if len(self.tier_asks) != top:
+            self.tier_asks = [0] * top
+        tiers = []
+        for k in range(self.asked, self.asked + n):
+            if math.floor((k + 1) * s) > math.floor(k * s):
+                tiers.append(top)
+                continue
+            # stride scheduling: the lower tier furthest behind its share of the asks
+            tier = min(range(top), key=lambda t: ((self.tier_asks[t] + 1) / sizes[t], t))
+            self.tier_asks[tier] += 1
+            tiers.append(tier)
+        self.asked += n
+        return tiers
+
+    def _conditioned(self, tiers: Sequence[int]) -> AbstractContextManager[None]:
+        if not self.front_active:
+            return nullcontext()
+        return self.controller.conditioned(tiers, self.tier_sets)
 
     # -- ask -----------------------------------------------------------------------------
     @torch.no_grad()
     def ask(self, n: int) -> list[Architecture]:
+        if not self.front_active:
+            return self._ask(n)
+        slots = self._open_tiers(self._tier_schedule(n))
+        picked: list[Architecture | None] = [None] * n
+        for tier in sorted(set(slots)):  # one draw per tier, each conditioned and masked
+            where = [i for i, t in enumerate(slots) if t == tier]
+            with self._conditioned([tier]):
+                for i, arch in zip(where, self._ask(len(where)), strict=True):
+                    picked[i] = arch
+                    self.tier_of[arch.key] = tier
+        return [a for a in picked if a is not None]
+
+    def _open_tiers(self, scheduled: list[int]) -> list[int]:
+        """Each ask's tier, or the next dearer one once every architecture of it has been
+        asked (avoid_seen): a small cheap tier is soon exhausted, and its asks would repeat.
+        The tiers are nested, so an ask of one tier uses up one of every dearer tier too."""
+        cfg: ReinforceConfig = self.config
+        top = len(self.tier_sets) - 1
+        if not cfg.avoid_seen:
+            return scheduled
+        left = [self._unseen_in(t, len(scheduled)) for t in range(top)] + [math.inf]
+        tiers = []
+        for tier in scheduled:
+            while left[tier] <= 0:
+                tier += 1
+            for t in range(tier, top + 1):
+                left[t] -= 1
+            tiers.append(tier)
+        return tiers
+
+    def _unseen_in(self, tier: int, n: int) -> float:
+        """How many of the tier's architectures are still unseen (inf: more than ``n``)."""
+        feasible = self.tier_sets[tier]
+        rows = self._rows_of(self.space.num_tokens)
+        if len(feasible) > len(rows) + n:  # the cheap test first: counting is linear in the seen
+            return math.inf
+        return len(feasible) - sum(self.space.from_tokens(r.tolist()) in feasible for r in rows.rows)
+
+    def _ask(self, n: int) -> list[Architecture]:
         cfg: ReinforceConfig = self.config
         if cfg.avoid_seen:
             # the rows of the depth asked (the current space's): one index per depth
@@ -236,7 +347,8 @@ class Reinforce(Strategy):
     def sample(self, n: int, seed: int) -> list[Architecture]:
         """From the policy itself (constrained decoding included), never avoiding the seen:
         its own generator, ``seen`` and the PPO log-probabilities are left alone."""
-        out = self.controller.sample(n, torch.Generator().manual_seed(seed))
+        with self._conditioned([len(self.tier_sets) - 1]):  # the constraint's own tier
+            out = self.controller.sample(n, torch.Generator().manual_seed(seed))
         return self.controller.decode(out.tokens)
 
     # -- tell ----------------------------------------------------------------------------
@@ -246,6 +358,7 @@ class Reinforce(Strategy):
             self._see(obs.arch)
             if obs.reward is None or not math.isfinite(obs.reward) or not self._can_learn(obs.arch):
                 self.sampled_logp.pop(obs.arch.key, None)
+                self.tier_of.pop(obs.arch.key, None)
                 continue  # failed: counted by the caller's budget, never learned from
             self._remember_elite(obs.arch, float(obs.reward))
             if cfg.return_mode == "reward_plus_next":
@@ -270,21 +383,31 @@ class Reinforce(Strategy):
         if cfg.elite_size == 0 or cfg.elite_weight == 0:
             return
         row = self.seen[arch.key]  # tell() has just recorded its tokens
-        if any(r == row for _, r in self.elites):
-            return
-        self.elites.append((reward, row))
-        self.elites.sort(key=lambda e: -e[0])  # stable: on ties the earlier one stays
-        del self.elites[cfg.elite_size :]
+        _push_elite(self.elites, reward, row, cfg.elite_size)
+        # a lower tier imitates the best architectures *within its limit*, whichever tier
+        # asked them: the top tier's samples below a lower limit teach that tier too
+        for tier, feasible in enumerate(self.tier_sets[:-1]):
+            if arch in feasible:
+                _push_elite(self.tier_elites.setdefault(tier, []), reward, row, cfg.elite_size)
 
     def _update(self, batch: list[tuple[Architecture, float]]) -> None:
-        cfg: ReinforceConfig = self.config
         archs = [a for a, _ in batch]
         returns = torch.tensor([r for _, r in batch])
         rows = [self.space.space_of(a).to_tokens(a) for a in archs]  # one depth or several
+        # an architecture told without a tier (seeded, or asked before a resume) is
+        # scored under the top tier, whose set holds every feasible one
+        tiers = [self.tier_of.get(a.key, len(self.tier_sets) - 1) for a in archs]
+        with self._conditioned(tiers):
+            self._update_rows(archs, returns, rows, tiers)
+
+    def _update_rows(self, archs: list[Architecture],
+                     returns: torch.Tensor, rows: list[list[int]], tiers: list[int]) -> None:
+        cfg: ReinforceConfig = self.config
         # PPO's denominator; plain REINFORCE (one epoch) needs no second scoring pass
         old_logp = self._old_logp(archs, rows) if cfg.update_epochs > 1 else None
         out, elite_ll = self._score_batch(rows)
-        advantage, b = self._advantages(returns, out.token_hidden, out.token_mask)  # fixed for all epochs
+        # fixed for all epochs
+        advantage, b = self._advantages(returns, out.token_hidden, out.token_mask, tiers)
         loss_value, grad_norm, entropy = 0.0, 0.0, 0.0
         measured: dict[str, float] = {}
         for epoch in range(cfg.update_epochs):
@@ -313,6 +436,8 @@ class Reinforce(Strategy):
             # the first batch has no earlier EMA: start it at the batch's mean
             self.baseline = mean_return if self.baseline is None else (
                 d * self.baseline + (1 - d) * mean_return)
+            if self.front_active:
+                self._update_tier_baselines(returns, tiers)
         self.num_updates += 1
         self._forget(archs)
         self._metrics = {
@@ -326,13 +451,17 @@ class Reinforce(Strategy):
         }
 
     def _advantages(self, returns: torch.Tensor, hidden: torch.Tensor,
-                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+                    mask: torch.Tensor | None = None,
+                    tiers: Sequence[int] = ()) -> tuple[torch.Tensor, float]:
         """Per-token advantages (m, T) -- the same value along a row unless the critic
         scores each prefix -- and the mean baseline used (a metric). ``mask``: which
-        positions are a row's own when the batch mixes depths (the rest count nowhere)."""
+        positions are a row's own when the batch mixes depths (the rest count nowhere).
+        ``tiers``: each row's tier in a front search (each has its own EMA)."""
         cfg: ReinforceConfig = self.config
         m, num_tokens = hidden.shape[:2]
-        if cfg.baseline == "critic":
+        if cfg.baseline == "ema" and self.front_active:
+            base = self._tier_base(returns, tiers)[:, None]
+        elif cfg.baseline == "critic":
             assert self.critic is not None
             with torch.no_grad():
                 base = self.value(hidden)  # (m, T): V(a_<t)
@@ -353,6 +482,28 @@ class Reinforce(Strategy):
             advantage = advantage / (math.sqrt(self.adv_var) + 1e-8)
         return advantage, float(_masked_mean(base.expand(m, num_tokens), mask)
                                 if mask is not None and base.shape[1] > 1 else base.mean())
+
+    def _tier_base(self, returns: torch.Tensor, tiers: Sequence[int]) -> torch.Tensor:
+        """Each row's b from its own tier: the tier's EMA, else (its first batch) the mean
+        of the batch's other rows of that tier, else (alone) its own reward: no step."""
+        base = returns.clone()
+        for tier in set(tiers):
+            idx = torch.tensor([i for i, t in enumerate(tiers) if t == tier])
+            r = returns[idx]
+            if tier in self.tier_baselines:
+                base[idx] = self.tier_baselines[tier]
+            elif len(idx) > 1:
+                base[idx] = (r.sum() - r) / (len(idx) - 1)
+        return base
+
+    def _update_tier_baselines(self, returns: torch.Tensor, tiers: Sequence[int]) -> None:
+        """Each tier's EMA moves by the mean of its own rows of the batch, and only then."""
+        cfg: ReinforceConfig = self.config
+        d = cfg.baseline_decay
+        for tier in sorted(set(tiers)):
+            mean = float(returns[[i for i, t in enumerate(tiers) if t == tier]].mean())
+            old = self.tier_baselines.get(tier)
+            self.tier_baselines[tier] = mean if old is None else d * old + (1 - d) * mean
 
     def value(self, hidden: torch.Tensor) -> torch.Tensor:
         """The critic's V(a_<t) (m, T) from the hidden states (m, T, H) before each token.
@@ -401,7 +552,12 @@ class Reinforce(Strategy):
     def _score_batch(self, rows: list[list[int]]) -> tuple[ControllerOutput, torch.Tensor | None]:
         """The batch's scores and the elites' mean log-likelihood (None without elites).
         Rows of one depth are scored in one pass with the elites: a pass costs about the
-        same for one row as for six (the cells run once per anchor segment)."""
+        same for one row as for six (the cells run once per anchor segment). A front
+        search scores its elites apart, each under its own tier."""
+        if self.front_active:
+            has_elites = bool(self.elites or self.tier_elites)
+            return (self.controller.score_rows(rows),
+                    self._elite_log_likelihood() if has_elites else None)
         elite_rows = [row for _, row in self.elites]
         if not elite_rows:
             return self.controller.score_rows(rows), None
@@ -410,6 +566,19 @@ class Reinforce(Strategy):
             return both.head(len(rows)), both.log_prob[len(rows):].mean()
         return (self.controller.score_rows(rows),
                 self.controller.score_rows(elite_rows).log_prob.mean())
+
+    def _elite_log_likelihood(self) -> torch.Tensor:
+        """The elites' mean log-likelihood; in a front search each tier's elites under
+        that tier, summed over the tiers (each tier imitates its own best as a plain
+        search imitates its best)."""
+        if not self.front_active:
+            return self.controller.score_rows([row for _, row in self.elites]).log_prob.mean()
+        groups = {**self.tier_elites, len(self.tier_sets) - 1: self.elites}
+        tiers = [t for t, elites in groups.items() for _ in elites]
+        with self._conditioned(tiers):
+            logp = self.controller.score_rows([row for t in groups for _, row in groups[t]]).log_prob
+        index = torch.tensor(tiers)
+        return sum((logp[index == t].mean() for t in set(tiers)), torch.zeros(()))
 
     def _old_logp(self, archs: list[Architecture], rows: list[list[int]]) -> torch.Tensor:
         """log P under the policy that sampled each architecture (PPO's denominator)."""
@@ -422,12 +591,14 @@ class Reinforce(Strategy):
     def _forget(self, archs: list[Architecture]) -> None:
         for a in archs:
             self.sampled_logp.pop(a.key, None)
+            self.tier_of.pop(a.key, None)
 
     def metrics(self) -> dict[str, float]:
         return dict(self._metrics)
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        cfg: ReinforceConfig = self.config
         return {
             "controller": self.controller.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -445,6 +616,13 @@ class Reinforce(Strategy):
             "sampler": self.sampler,
             "elites": [(r, list(row)) for r, row in self.elites],
             "sampled_logp": dict(self.sampled_logp),
+            # only with front_tiers: a state without the front search stays as it was
+            **({} if cfg.front_tiers == 0 else {"front": {
+                "asked": self.asked, "tier_asks": list(self.tier_asks), "tier_of": dict(self.tier_of),
+                "tier_baselines": {str(t): b for t, b in self.tier_baselines.items()},
+                "tier_limits": list(self.tier_limits),
+                "tier_elites": {str(t): [(r, list(row)) for r, row in e]
+                                for t, e in self.tier_elites.items()}}}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -476,10 +654,51 @@ class Reinforce(Strategy):
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         # .get: states saved before elites existed resume with an empty queue
         self.elites = [(float(r), [int(t) for t in row]) for r, row in state.get("elites", [])]
+        front = state.get("front", {})
+        self.asked = int(front.get("asked", 0))
+        self.tier_asks = [int(c) for c in front.get("tier_asks", [])]
+        self.tier_of = {str(k): int(v) for k, v in front.get("tier_of", {}).items()}
+        self.tier_baselines = {int(t): float(b) for t, b in front.get("tier_baselines", {}).items()}
+        self.tier_elites = {int(t): [(float(r), [int(x) for x in row]) for r, row in e]
+                            for t, e in front.get("tier_elites", {}).items()}
 
     def _validated(self, text: str) -> Architecture:
         arch = Architecture.from_json(text)
         return self.space.space_of(arch).validate(arch)
+
+
+def _push_elite(elites: list[tuple[float, list[int]]], reward: float, row: list[int],
+                size: int) -> None:
+    if any(r == row for _, r in elites):
+        return
+    elites.append((reward, row))
+    elites.sort(key=lambda e: -e[0])  # stable: on ties the earlier one stays
+    del elites[size:]
+
+
+def front_tiers(feasible: FeasiblePrefixes, count: int, metric: str | None = None
+                ) -> tuple[list[float], list[FeasiblePrefixes]]:
+    """The tier limits and sets of a front search (see ``ReinforceConfig.front_tiers``),
+    cheapest first; the last is ``feasible`` itself."""
+    if metric is None:
+        if not feasible.limits:
+            raise ConfigError("reinforce.front_tiers: the feasible set names no limited cost")
+        metric = next(iter(feasible.limits))
+    elif metric not in feasible.limits:
+        known = ", ".join(feasible.limits) or "none"
+        raise ConfigError(f"reinforce.front_metric {metric!r} is not a hard static limit "
+                          f"(limited: {known})")
+    costs = sorted(set(feasible.cost_values(metric)))
+    low, high = costs[0], costs[-1]
+    limits: list[float] = []
+    for k in range(count):
+        point = (low * (high / low) ** (k / (count - 1)) if low > 0
+                 else low + (high - low) * k / (count - 1))  # a zero cost: linear
+        achieved = max(c for c in costs if c <= point * (1 + 1e-9))  # a cost some cell has
+        if achieved not in limits:
+            limits.append(achieved)
+    sets = [feasible.within(metric, limit) for limit in limits[:-1]] + [feasible]
+    return limits, sets
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -532,5 +751,11 @@ def _check_config(cfg: ReinforceConfig) -> None:
         raise ConfigError("reinforce.critic_learning_rate must be in (0, 0.5)")
     if cfg.l2 < 0:
         raise ConfigError("reinforce.l2 must be >= 0")
+    if cfg.front_tiers < 0 or cfg.front_tiers == 1:
+        raise ConfigError(f"reinforce.front_tiers must be 0 (off) or at least 2, got {cfg.front_tiers}")
+    if cfg.front_tiers and not cfg.constrained_decoding:
+        raise ConfigError("reinforce.front_tiers needs constrained_decoding (each tier's limit is a mask)")
+    if not 0 < cfg.front_top_share <= 1:
+        raise ConfigError(f"reinforce.front_top_share must be in (0, 1], got {cfg.front_top_share}")
     if cfg.controller.temperature <= 0:
         raise ConfigError("reinforce.controller.temperature must be > 0")
