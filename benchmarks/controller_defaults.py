@@ -36,6 +36,12 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "first-batch-zero": {"first_batch": "zero"},
     "adv-clip-0.1": {"advantage_clip": 0.1},
     "critic": {"baseline": "critic"},
+    "loo": {"baseline": "leave_one_out"},
+    "elite-0.1": {"elite_weight": 0.1},
+    "rank": {"advantage_shaping": "rank"},
+    "rank-elite-0.1": {"advantage_shaping": "rank", "elite_weight": 0.1},
+    "elite-0.1-half-40": {"elite_weight": 0.1, "elite_halflife": 40},
+    "rank-elite-0.2-half-40": {"advantage_shaping": "rank", "elite_weight": 0.2, "elite_halflife": 40},
 }
 TUNING = ("val", "noisy:0.2:1", "without:skip_connect")
 HELD_OUT = ("test", "noisy:0.2:2", "without:nor_conv_3x3")
@@ -73,11 +79,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--candidates", default=None,
+                        help="select: a comma-separated subset of the candidates (a quick screen)")
     args = parser.parse_args()
     if args.stage == "select":
-        result = compare(CANDIDATES, TUNING, range(100, 100 + args.seeds), args.jobs)
+        names = args.candidates.split(",") if args.candidates else list(CANDIDATES)
+        unknown = [n for n in names if n not in CANDIDATES]
+        if unknown:
+            parser.error(f"unknown candidate {unknown[0]!r} (known: {', '.join(CANDIDATES)})")
+        chosen = {n: CANDIDATES[n] for n in names}
+        result = compare(chosen, TUNING, range(100, 100 + args.seeds), args.jobs)
         worst = {name: min(result[ls][name][str(cp)]["margin"] for ls in TUNING for cp in CHECKPOINTS)
-                 for name in CANDIDATES}
+                 for name in chosen}
         for name, value in sorted(worst.items(), key=lambda kv: -kv[1]):
             print(f"worst margin over evolution, {name}: {value:+.3f}")
         result["worst_margin"] = worst
