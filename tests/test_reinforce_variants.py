@@ -23,7 +23,8 @@ from nasrl.spaces import Architecture, Categorical, SearchSpace
 from nasrl.strategies import Observation, Reinforce, make_strategy
 
 SMALL = SearchSpace([Categorical(f"d{i}", (0, 1, 2), kind="x") for i in range(3)], name="small")
-PLAIN = {"batch_size": 4, "elite_weight": 0.0, "avoid_seen": False}
+PLAIN = {"batch_size": 4, "baseline": "ema", "elite_weight": 0.0, "avoid_seen": False}
+"""The EMA baseline spelled out (the default is leave_one_out): most formulas below are its."""
 DATA = Path(__file__).parent / "data"
 
 
@@ -136,9 +137,10 @@ def test_rank_shaping_does_not_see_the_rewards_scale() -> None:
     assert_same(grads[0], grads[1])
 
 
-def test_rank_shaping_needs_the_default_baseline() -> None:
+def test_rank_shaping_needs_a_batch_or_ema_baseline() -> None:
     with pytest.raises(ConfigError, match="advantage_shaping rank replaces the baseline"):
         make_strategy("reinforce", SMALL, 0, {"advantage_shaping": "rank", "baseline": "critic"})
+    make_strategy("reinforce", SMALL, 0, {"advantage_shaping": "rank"})  # with the default
     with pytest.raises(ConfigError, match="rank_window must be >= 1"):
         make_strategy("reinforce", SMALL, 0, {"advantage_shaping": "rank", "rank_window": 0})
 
@@ -175,6 +177,25 @@ def test_elite_halflife_halves_the_imitation_weight() -> None:
     assert_same(update_gradient(s, archs, REWARDS), want)
     with pytest.raises(ConfigError, match="elite_halflife must be > 0"):
         make_strategy("reinforce", SMALL, 0, {"elite_halflife": 0})
+
+
+def test_a_state_saved_before_shaping_and_halflife_resumes_without_them() -> None:
+    # the keys a state gets from this version on, removed: how an older version saved it
+    old = strategy(elite_weight=0.1, elite_halflife=None)
+    for _ in range(2):
+        old.tell([Observation(a, reward(a)) for a in old.ask(4)])
+    state = old.state_dict()
+    for key in ("advantage_shaping", "rank_ref", "elite_halflife"):
+        del state[key]
+    new = strategy(elite_weight=0.1, advantage_shaping="rank", elite_halflife=1)
+    new.load_state_dict(state)
+    assert new.shaping == "none" and new.elite_halflife is None
+    for _ in range(2):
+        batch = old.ask(4)
+        assert new.ask(4) == batch
+        for s in (old, new):
+            s.tell([Observation(a, reward(a)) for a in batch])
+    assert old.ask(4) == new.ask(4)
 
 
 @pytest.mark.parametrize("clip", [0.05, 0.1])
