@@ -203,6 +203,8 @@ def _legacy_state(state: dict[str, Any]) -> dict[str, Any]:
     space = get_space("nb201")
     rows = [row for t in state.pop("seen_rows").values() for row in t.tolist()]
     state.pop("sampler")
+    for key in ("advantage_shaping", "rank_ref", "elite_halflife"):  # newer than the draws too
+        state.pop(key)
     state["seen"] = sorted(rows, key=lambda r: space.from_tokens(r).key)
     return state
 
@@ -213,7 +215,9 @@ def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> No
     from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
 
     def make() -> Reinforce:
-        return Reinforce(get_space("nb201"), 3, ReinforceConfig(batch_size=4, learning_rate=0.05))
+        # the old version's defaults, as its run directory records them (resolved config)
+        return Reinforce(get_space("nb201"), 3, ReinforceConfig(
+            batch_size=4, learning_rate=0.05, baseline="ema", elite_weight=0.02))
 
     strategy = make()
     strategy.load_state_dict(_legacy_state(strategy.state_dict()))
@@ -303,7 +307,9 @@ def _small_asks(sampler: str | None) -> list[str]:
     from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
 
     def make() -> Reinforce:
-        strategy = Reinforce(SMALL, 5, ReinforceConfig(batch_size=4, learning_rate=0.05))
+        # f39ff3b's defaults, as its run directory records them (resolved config)
+        strategy = Reinforce(SMALL, 5, ReinforceConfig(batch_size=4, learning_rate=0.05, baseline="ema",
+                                                       elite_weight=0.02, elite_halflife=None))
         if sampler is not None:  # as if loaded from a state saved with that sampler
             strategy.load_state_dict(strategy.state_dict() | {"sampler": sampler})
         return strategy

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasrl.benchmark import FRONT_TIERS, constrained_defaults, feasible_set, run_tabular, tabular_objective
+from nasrl.benchmark import (
+    FRONT_SEARCH,
+    FRONT_TIERS,
+    constrained_defaults,
+    feasible_set,
+    run_tabular,
+    tabular_objective,
+)
 from nasrl.cli import main
 from nasrl.config import ConfigError
 from nasrl.controller import Controller, ControllerConfig
@@ -40,7 +47,7 @@ def feasible() -> FeasiblePrefixes:
 
 
 def front(feasible: FeasiblePrefixes, **config: object) -> Reinforce:
-    rl = make_strategy("reinforce", SMALL, 0, {"front_tiers": 3, **config})
+    rl = make_strategy("reinforce", SMALL, 0, {**FRONT_SEARCH, "front_tiers": 3, **config})
     assert isinstance(rl, Reinforce)
     rl.restrict(feasible)
     return rl
@@ -156,7 +163,7 @@ def test_state_round_trip_continues_identically(feasible: FeasiblePrefixes) -> N
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
     assert state["front"]["tier_baselines"] and state["front"]["asked"] == 25
-    b = make_strategy("reinforce", SMALL, 99, {"front_tiers": 3, "learning_rate": 0.1})
+    b = make_strategy("reinforce", SMALL, 99, {**FRONT_SEARCH, "front_tiers": 3, "learning_rate": 0.1})
     b.restrict(feasible)
     b.load_state_dict(state)
     for _ in range(4):
@@ -169,8 +176,8 @@ def test_state_round_trip_continues_identically(feasible: FeasiblePrefixes) -> N
 
 
 def test_without_a_feasible_set_front_tiers_change_nothing() -> None:
-    plain = make_strategy("reinforce", SMALL, 5)
-    tiered = make_strategy("reinforce", SMALL, 5, {"front_tiers": 4})
+    plain = make_strategy("reinforce", SMALL, 5, FRONT_SEARCH)
+    tiered = make_strategy("reinforce", SMALL, 5, {**FRONT_SEARCH, "front_tiers": 4})
     for _ in range(8):
         archs = plain.ask(5)
         assert tiered.ask(5) == archs
@@ -183,6 +190,7 @@ def test_without_a_feasible_set_front_tiers_change_nothing() -> None:
     ({"front_tiers": 1}, "front_tiers must be 0 (off) or at least 2"),
     ({"front_tiers": -2}, "front_tiers must be 0 (off) or at least 2"),
     ({"front_tiers": 3, "constrained_decoding": False}, "front_tiers needs constrained_decoding"),
+    ({"front_tiers": 3, "baseline": "leave_one_out"}, "front_tiers keeps one EMA baseline per tier"),
     ({"front_top_share": 0.0}, "front_top_share must be in (0, 1]"),
     ({"front_top_share": 1.5}, "front_top_share must be in (0, 1]"),
 ])
@@ -192,20 +200,20 @@ def test_bad_front_config_is_a_config_error(config: dict[str, object], message: 
 
 
 def test_front_metric_must_be_a_limited_cost(feasible: FeasiblePrefixes) -> None:
-    rl = make_strategy("reinforce", SMALL, 0, {"front_tiers": 3, "front_metric": "params"})
+    rl = make_strategy("reinforce", SMALL, 0, {**FRONT_SEARCH, "front_tiers": 3, "front_metric": "params"})
     with pytest.raises(ConfigError, match="front_metric 'params' is not a hard static limit"):
         rl.restrict(feasible)
 
 
 def test_a_constrained_benchmark_searches_the_front_by_default(nb201_table: TabularEvaluator) -> None:
     objective = {"constraints": ["macs<=30M"]}
-    assert constrained_defaults({}, objective) == {"reinforce": {"front_tiers": FRONT_TIERS}}
+    assert constrained_defaults({}, objective) == {"reinforce": {"front_tiers": FRONT_TIERS, **FRONT_SEARCH}}
     assert constrained_defaults({"reinforce": {"front_tiers": 0}}, objective)["reinforce"]["front_tiers"] == 0
     assert constrained_defaults({}, None) == {} and constrained_defaults({}, {"constraints": ["macs<=30M:soft"]}) == {}
     limits = tabular_objective(objective)
     feasible = feasible_set(nb201_table, limits)
     assert feasible is not None
-    rl = make_strategy("reinforce", nb201_table.space, 0, {"front_tiers": FRONT_TIERS})
+    rl = make_strategy("reinforce", nb201_table.space, 0, {**FRONT_SEARCH, "front_tiers": FRONT_TIERS})
     assert isinstance(rl, Reinforce)
     rl.restrict(feasible)
     trace = run_tabular(rl, nb201_table, 40, limits)

@@ -141,6 +141,7 @@ def test_training_search_tells_the_strategy_the_papers_reward_once(tmp_path: Pat
     paper = ReinforceConfig.paper()
     config = load_config({"space": "conv", "space_params": {"num_layers": 2}, "budget": 10, "executor": "serial",
                           "strategy_config": {"learning_rate": paper.learning_rate, "avoid_seen": False,
+                                              "baseline": paper.baseline,
                                               "baseline_decay": paper.baseline_decay, "elite_weight": 0.0},
                           "training": {"epochs": 2, "max_train_samples": 300}})
     search = Search.create(tmp_path / "run", config)

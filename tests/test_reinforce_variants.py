@@ -23,7 +23,8 @@ from nasrl.spaces import Architecture, Categorical, SearchSpace
 from nasrl.strategies import Observation, Reinforce, make_strategy
 
 SMALL = SearchSpace([Categorical(f"d{i}", (0, 1, 2), kind="x") for i in range(3)], name="small")
-PLAIN = {"batch_size": 4, "elite_weight": 0.0, "avoid_seen": False}
+PLAIN = {"batch_size": 4, "baseline": "ema", "elite_weight": 0.0, "avoid_seen": False}
+"""The EMA baseline spelled out (the default is leave_one_out): most formulas below are its."""
 DATA = Path(__file__).parent / "data"
 
 
@@ -93,6 +94,108 @@ def test_no_baseline_uses_the_reward_itself() -> None:
     archs = s.ask(4)
     want = hand_gradient(copy.deepcopy(s.controller), archs, torch.tensor(REWARDS))
     assert_same(update_gradient(s, archs, REWARDS), want)
+
+
+def test_leave_one_out_baseline_in_every_batch() -> None:
+    s = strategy(baseline="leave_one_out")
+    s.tell([Observation(a, 0.4) for a in s.ask(4)])  # no EMA carried over from this batch
+    archs = s.ask(4)
+    r = torch.tensor(REWARDS)
+    want = hand_gradient(copy.deepcopy(s.controller), archs, r - (r.sum() - r) / 3)
+    assert_same(update_gradient(s, archs, REWARDS), want)
+    assert s.metrics()["controller/baseline"] == pytest.approx(float(((r.sum() - r) / 3).mean()))
+
+
+def test_rank_shaping_ranks_against_the_latest_returns() -> None:
+    s = strategy(advantage_shaping="rank", rank_window=6)
+    first = [0.3, 0.1, 0.3, 0.7]
+    archs = s.ask(4)
+    # first batch, each against its 3 others: 0.3 is above 0.1 and ties 0.3 -> (1 + 0.5) / 3
+    want = hand_gradient(copy.deepcopy(s.controller), archs,
+                         torch.tensor([2 * 1.5 / 3 - 1, -1.0, 2 * 1.5 / 3 - 1, 1.0]))
+    assert_same(update_gradient(s, archs, first), want)
+    second = [0.2, 0.5, 0.35, 0.9]
+    s.tell([Observation(a, r) for a, r in zip(s.ask(4), second, strict=True)])
+    assert s.rank_ref == pytest.approx([0.3, 0.7, *second])  # the window keeps the last 6
+    archs = s.ask(4)
+    # against [0.3, 0.7, 0.2, 0.5, 0.35, 0.9]: 0.35 is above 2 of 6 and ties 1, 0.95 above
+    # all, 0.1 below all, 0.5 above 3 and ties 1
+    third = [0.35, 0.95, 0.1, 0.5]
+    want = hand_gradient(copy.deepcopy(s.controller), archs,
+                         torch.tensor([2 * 2.5 / 6 - 1, 1.0, -1.0, 2 * 3.5 / 6 - 1]))
+    assert_same(update_gradient(s, archs, third), want)
+
+
+def test_rank_shaping_does_not_see_the_rewards_scale() -> None:
+    # the same architectures and ranks, rewards 1000x apart: the same update
+    grads = []
+    for scale in (1.0, 0.001):
+        s = strategy(advantage_shaping="rank")
+        s.tell([Observation(a, scale * reward(a)) for a in s.ask(4)])
+        archs = s.ask(4)
+        grads.append(update_gradient(s, archs, [scale * r for r in REWARDS]))
+    assert_same(grads[0], grads[1])
+
+
+def test_rank_shaping_needs_a_batch_or_ema_baseline() -> None:
+    with pytest.raises(ConfigError, match="advantage_shaping rank replaces the baseline"):
+        make_strategy("reinforce", SMALL, 0, {"advantage_shaping": "rank", "baseline": "critic"})
+    make_strategy("reinforce", SMALL, 0, {"advantage_shaping": "rank"})  # with the default
+    with pytest.raises(ConfigError, match="rank_window must be >= 1"):
+        make_strategy("reinforce", SMALL, 0, {"advantage_shaping": "rank", "rank_window": 0})
+
+
+def test_rank_reference_survives_a_state_round_trip() -> None:
+    s = strategy(advantage_shaping="rank", rank_window=6)
+    for _ in range(2):
+        s.tell([Observation(a, reward(a)) for a in s.ask(4)])
+    buf = io.BytesIO()
+    torch.save(s.state_dict(), buf)
+    buf.seek(0)
+    t = strategy(advantage_shaping="rank", rank_window=6)
+    t.load_state_dict(torch.load(buf, weights_only=True))
+    assert t.rank_ref == s.rank_ref and len(t.rank_ref) == 6
+    for x in (s, t):
+        x.tell([Observation(a, reward(a)) for a in x.ask(4)])
+    assert s.ask(4) == t.ask(4) and s.rank_ref == t.rank_ref
+
+
+def test_elite_halflife_halves_the_imitation_weight() -> None:
+    # the update's gradient is the policy gradient minus w * grad of the elite's log P,
+    # w = elite_weight * 0.5 ** (updates / halflife)
+    s = strategy(baseline="none", elite_weight=0.3, elite_halflife=2)
+    for _ in range(2):
+        s.tell([Observation(a, reward(a)) for a in s.ask(4)])
+    assert s.num_updates == 2 and s.elites
+    archs = s.ask(4)
+    before = copy.deepcopy(s.controller)
+    assert s.elites[0][0] < 0.9  # rewards of 0.1-0.4 so far: the 0.9 below becomes the elite
+    pg = hand_gradient(before, archs, torch.tensor(REWARDS))
+    log_p = before.score(before.encode([archs[REWARDS.index(0.9)]])).log_prob.mean()
+    imitation = torch.autograd.grad(log_p, list(before.parameters()))
+    want = [g - 0.3 * 0.5 * e for g, e in zip(pg, imitation, strict=True)]  # 2 updates: half
+    assert_same(update_gradient(s, archs, REWARDS), want)
+    with pytest.raises(ConfigError, match="elite_halflife must be > 0"):
+        make_strategy("reinforce", SMALL, 0, {"elite_halflife": 0})
+
+
+def test_a_state_saved_before_shaping_and_halflife_resumes_without_them() -> None:
+    # the keys a state gets from this version on, removed: how an older version saved it
+    old = strategy(elite_weight=0.1, elite_halflife=None)
+    for _ in range(2):
+        old.tell([Observation(a, reward(a)) for a in old.ask(4)])
+    state = old.state_dict()
+    for key in ("advantage_shaping", "rank_ref", "elite_halflife"):
+        del state[key]
+    new = strategy(elite_weight=0.1, advantage_shaping="rank", elite_halflife=1)
+    new.load_state_dict(state)
+    assert new.shaping == "none" and new.elite_halflife is None
+    for _ in range(2):
+        batch = old.ask(4)
+        assert new.ask(4) == batch
+        for s in (old, new):
+            s.tell([Observation(a, reward(a)) for a in batch])
+    assert old.ask(4) == new.ask(4)
 
 
 @pytest.mark.parametrize("clip", [0.05, 0.1])

@@ -43,6 +43,10 @@ R = TypeVar("R")
 DEFAULT_CHECKPOINTS = (50, 100, 200, 500)
 FRONT_TIERS = 5
 """reinforce's ``front_tiers`` in a benchmark with a hard static limit, unless set."""
+FRONT_SEARCH: dict[str, Any] = {"baseline": "ema", "elite_weight": 0.02, "elite_halflife": None}
+"""With the front search, unless set: one EMA baseline per tier (a leave-one-out baseline
+would compare a batch's rows of different tiers) and the steady elite term the front
+search was tuned and measured with."""
 PROPOSALS_PER_EVALUATION = 50
 """A run stops after budget x this many proposals even if the budget is not spent (a
 collapsed policy re-proposing the same few architectures would otherwise never end)."""
@@ -198,7 +202,10 @@ def constrained_defaults(configs: Mapping[str, Mapping[str, Any]],
     the front (``FRONT_TIERS``) unless its config says otherwise; without one, as given."""
     out = {name: dict(values) for name, values in configs.items()}
     if tabular_objective(objective).static_limits():
-        out.setdefault("reinforce", {}).setdefault("front_tiers", FRONT_TIERS)
+        reinforce = out.setdefault("reinforce", {})
+        if reinforce.setdefault("front_tiers", FRONT_TIERS):
+            for key, value in FRONT_SEARCH.items():  # what the user did not set
+                reinforce.setdefault(key, value)
     return out
 
 

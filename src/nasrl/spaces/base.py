@@ -14,6 +14,7 @@ order of the decisions is also the order in which tokens are emitted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -182,8 +183,10 @@ class Architecture:
         """Canonical JSON: sorted keys, no whitespace. Equal architectures give equal text."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        # cached: a search reads it many times per architecture (seen sets, tables,
+        # stores), and the architecture is frozen
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     @classmethod
