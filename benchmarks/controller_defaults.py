@@ -6,7 +6,8 @@ landscapes and seeds the defaults were not chosen on.
 
 ``select`` runs every candidate and evolution on the *tuning* landscapes (the validation
 column, the validation column plus Gaussian noise of 0.2 points, seed 1, and the 4-op
-subspace without skip_connect) with the tuning seeds 100..; a candidate's score is its
+subspaces without skip_connect, without nor_conv_1x1 and without avg_pool_3x3) with the
+tuning seeds 100..; a candidate's score is its
 worst margin over evolution at 200 and at 500 distinct evaluations across those
 landscapes (mean best val_acc, points), and the candidate with the best worst case wins.
 ``check`` runs the defaults (``reinforce`` with no override) and evolution on the
@@ -31,7 +32,7 @@ from typing import Any
 from nasrl.evaluators.tabular import find_nb201_table
 from nasrl.study import run_study, summarize_study
 
-PREVIOUS = {"baseline": "ema", "elite_weight": 0.02, "elite_halflife": None}
+PREVIOUS = {"baseline": "ema", "elite_weight": 0.02, "elite_halflife": None, "advantage_shaping": "none"}
 """The defaults before this protocol chose new ones (nasrl 0.2): every candidate is spelled
 as a change of these, so the select stage reruns as it ran whatever today's defaults are."""
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -45,9 +46,23 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "rank-elite-0.1": {**PREVIOUS, "advantage_shaping": "rank", "elite_weight": 0.1},
     "elite-0.1-half-40": {**PREVIOUS, "elite_weight": 0.1, "elite_halflife": 40},
     "loo-elite-0.1-half-40": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.1,
-                              "elite_halflife": 40},  # the winner: today's defaults
+                              "elite_halflife": 40},  # nasrl 0.3's winner
+    # the second round (issue 12's subspace miss): 0.3's defaults plus one change each
+    "loo-elite-0.1-half-40-rank": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.1,
+                                   "elite_halflife": 40, "advantage_shaping": "rank"},  # today's
+    "loo-elite-0.3-half-40": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.3,
+                              "elite_halflife": 40},
+    "loo-elite-0.2-half-40": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.2,
+                              "elite_halflife": 40},
+    "loo-elite-1-half-40-rank": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 1.0,
+                                 "elite_halflife": 40, "advantage_shaping": "rank"},
+    "loo-elite-0.1-half-40-ent-0.03": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.1,
+                                       "elite_halflife": 40, "entropy_weight": 0.03},
 }
-TUNING = ("val", "noisy:0.2:1", "without:skip_connect")
+TUNING = ("val", "noisy:0.2:1", "without:skip_connect", "without:nor_conv_1x1", "without:avg_pool_3x3")
+"""The first three chose nasrl 0.3's defaults; the two other subspaces (of the same kind
+as the held-out one, never the held-out one itself) were added for the second round, after
+the check showed the one subspace too few to judge how a cliff of failing cells is met."""
 HELD_OUT = ("test", "noisy:0.2:2", "without:nor_conv_3x3")
 CHECKPOINTS = (200, 500)
 
