@@ -166,23 +166,28 @@ def feasible_set(table: TabularEvaluator, objective: Objective) -> FeasiblePrefi
         table.space, ((e.arch, table.metrics(e.arch)) for e in table.entries.values()), limits)
 
 
-def _run_one(args: tuple[str, int, int, Mapping[str, Any], Mapping[str, Any]]) -> RunTrace:
-    name, seed, budget, config, objective_config = args
-    if isinstance(_TABLE, NasrlError):
-        raise _TABLE
-    assert _TABLE is not None
+_LANDSCAPES: dict[str, TabularEvaluator] = {}
+
+
+def _run_one(args: tuple[str, int, int, Mapping[str, Any], Mapping[str, Any], str]) -> RunTrace:
+    name, seed, budget, config, objective_config, landscape = args
+    if landscape not in _LANDSCAPES:  # once per worker process
+        from nasrl.study import make_landscape  # nasrl.study imports this module
+
+        _LANDSCAPES[landscape] = make_landscape(worker_table(), landscape)
+    table = _LANDSCAPES[landscape]
     objective = tabular_objective(objective_config)
-    constraints = tuple(objective.config.constraints)
-    if constraints not in _TARGET:  # once per worker process
-        _TARGET[constraints] = best_feasible(_TABLE, objective)
-    strategy = make_strategy(name, _TABLE.space, seed, config)
+    constraints = (landscape, *objective.config.constraints)
+    if constraints not in _TARGET:
+        _TARGET[constraints] = best_feasible(table, objective)
+    strategy = make_strategy(name, table.space, seed, config)
     if objective.static_limits():
         if constraints not in _FEASIBLE:
-            feasible = feasible_set(_TABLE, objective)
+            feasible = feasible_set(table, objective)
             assert feasible is not None
             _FEASIBLE[constraints] = feasible
         strategy.restrict(_FEASIBLE[constraints])
-    return run_tabular(strategy, _TABLE, budget, objective, _TARGET[constraints])
+    return run_tabular(strategy, table, budget, objective, _TARGET[constraints])
 
 
 def tabular_objective(values: Mapping[str, Any] | None = None) -> Objective:
@@ -217,11 +222,14 @@ def run_benchmark(
     configs: Mapping[str, Mapping[str, Any]] | None = None,
     jobs: int | None = None,
     objective: Mapping[str, Any] | None = None,
+    landscape: str = "val",
 ) -> list[RunTrace]:
+    """Every (strategy, seed) run on the table's ``landscape`` (``nasrl.study.make_landscape``:
+    val, test, noisy:SIGMA:SEED, without:OP), which the strategies search and are scored on."""
     configs = constrained_defaults(configs or {}, objective)
     for name in strategies:  # fail fast on a bad name or config, before starting workers
         make_strategy(name, NB201Space(), 0, configs.get(name, {}))
-    tasks = [(name, seed, budget, dict(configs.get(name, {})), dict(objective or {}))
+    tasks = [(name, seed, budget, dict(configs.get(name, {})), dict(objective or {}), landscape)
              for name in strategies for seed in seeds]
     return map_on_table(_run_one, tasks, table_path, jobs, chunks_per_job=8)
 
