@@ -94,9 +94,26 @@ def test_benchmark_is_independent_of_the_number_of_jobs(nb201_table_path: Path) 
     assert [t.best_val for t in one] == [t.best_val for t in two]
 
 
+def test_a_benchmark_on_the_test_landscape_searches_and_scores_test_accuracy(
+        nb201_table_path: Path, nb201_table: TabularEvaluator) -> None:
+    from nasrl.benchmark import run_benchmark
+
+    objective = {"constraints": ["macs<=30M"]}
+    val = run_benchmark(nb201_table_path, ["random"], [3], 25, jobs=1, objective=objective)[0]
+    test = run_benchmark(nb201_table_path, ["random"], [3], 25, jobs=1, objective=objective,
+                         landscape="test")[0]
+    # random asks the same cells on both; on "test" the searched column is test_acc
+    assert [c for _, c in test.points or []] == [c for _, c in val.points or []]
+    assert test.best_val == test.best_test and val.best_val != val.best_test
+    tests = {round(100 * nb201_table.metrics(a.arch)["test_acc"], 6) for a in nb201_table.entries.values()}
+    assert all(round(v, 6) in tests for v, _ in test.points or [])
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
+        (["benchmark", "nb201", "--landscape", "noisy:x", "--table", "{table}"],
+         "landscape 'noisy:x'"),
         (["benchmark", "nb201", "--strategies", "reinforce,ppo9"], "unknown strategy 'ppo9'"),
         (["benchmark", "nb201", "--budget", "0"], "--budget"),
         (["benchmark", "nb999"], "invalid choice"),

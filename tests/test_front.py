@@ -153,6 +153,34 @@ def test_lower_tiers_imitate_their_own_best(feasible: FeasiblePrefixes) -> None:
     assert rl.tier_elites == {1: [(0.5, SMALL.to_tokens(cheap))]}  # tier 0 holds neither
 
 
+def test_lower_tiers_imitate_the_projections_of_the_next_dearer_best(feasible: FeasiblePrefixes) -> None:
+    rl = front(feasible)
+    dear, mid = SMALL.make({"d0": 3, "d1": 0, "d2": 0}), SMALL.make({"d0": 1, "d1": 0, "d2": 0})
+    rl.tell([Observation(dear, 0.9)])
+    # tier 1 (cost <= 2) nearest the top's best (3,0,0): (0,0,0) and (1,0,0), one decision off
+    assert rl._projections(1) == [[0, 0, 0], [1, 0, 0]]
+    assert rl._projections(0) == []  # tier 1 has no best yet
+    rl.tell([Observation(mid, 0.5)])
+    assert rl._projections(0) == [[0, 0, 0]] and rl._projections(1) == [[0, 0, 0], [1, 0, 0]]
+    rl.tell([Observation(SMALL.make({"d0": 0, "d1": 0, "d2": 0}), 0.7)])
+    assert rl._projections(0) == []  # tier 1's best is in tier 0 already
+
+
+def test_the_projection_term_raises_the_projections_likelihood(feasible: FeasiblePrefixes) -> None:
+    near = torch.tensor([[0, 0, 0], [1, 0, 0]])
+    gains = {}
+    for weight in (0.0, 1.0):
+        rl = front(feasible, front_projection=weight, elite_weight=0.5, learning_rate=0.1,
+                   batch_size=1)
+        with torch.no_grad(), rl.controller.conditioned([1], rl.tier_sets):
+            before = rl.controller.score(near).log_prob.sum()
+        # one top-tier row: the update's only gradients are its own and the imitation terms
+        rl.tell([Observation(SMALL.make({"d0": 3, "d1": 0, "d2": 0}), 0.9)])
+        with torch.no_grad(), rl.controller.conditioned([1], rl.tier_sets):
+            gains[weight] = float(rl.controller.score(near).log_prob.sum() - before)
+    assert gains[1.0] > gains[0.0] + 0.05, gains
+
+
 def test_state_round_trip_continues_identically(feasible: FeasiblePrefixes) -> None:
     a = front(feasible, learning_rate=0.1)
     for _ in range(5):
@@ -192,6 +220,7 @@ def test_without_a_feasible_set_front_tiers_change_nothing() -> None:
     ({"front_tiers": 3, "constrained_decoding": False}, "front_tiers needs constrained_decoding"),
     ({"front_tiers": 3, "baseline": "leave_one_out"}, "front_tiers keeps one EMA baseline per tier"),
     ({"front_top_share": 0.0}, "front_top_share must be in (0, 1]"),
+    ({"front_projection": -1.0}, "front_projection must be >= 0"),
     ({"front_top_share": 1.5}, "front_top_share must be in (0, 1]"),
 ])
 def test_bad_front_config_is_a_config_error(config: dict[str, object], message: str) -> None:

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="STRATEGY.KEY=VALUE",
                        help="override a strategy setting, e.g. reinforce.learning_rate=0.01, "
                             "or the objective's, e.g. objective.accuracy_power=1")
+    bench.add_argument("--landscape", default="val",
+                       help="the table's val_acc column as searched and scored: val | test | "
+                            "noisy:SIGMA:SEED | without:OP (default: %(default)s)")
     bench.add_argument("--constraint", dest="constraints", action="append", default=[], metavar="SPEC",
                        help="cost constraint on params, macs or flops, e.g. 'macs<=median' (the "
                             "table's median) or 'params<=400k:soft' (repeatable)")
@@ -182,6 +185,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     )
     from nasrl.evaluators.tabular import TabularEvaluator, find_nb201_table
     from nasrl.strategies import strategy_class
+    from nasrl.study import make_landscape
 
     names = _name_list(args.strategies, "--strategies", "strategy")
     for name in names:
@@ -190,7 +194,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     _check_out(args.out)
     objective_values = configs.pop("objective", {})
     table = find_nb201_table(args.table)
-    evaluator = TabularEvaluator(table)
+    evaluator = make_landscape(TabularEvaluator(table), args.landscape)  # a bad spec fails here
     if args.constraints:
         objective_values["constraints"] = [_median_target(c, evaluator) for c in args.constraints]
     objective = tabular_objective(objective_values)
@@ -198,14 +202,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
     start = time.perf_counter()
     print(f"nasrl benchmark nb201: {', '.join(names)}; budget {args.budget}; "
-          f"{args.seeds} seeds; table {table}; reward {objective.describe()}", flush=True)
+          f"{args.seeds} seeds; landscape {args.landscape}; table {table}; "
+          f"reward {objective.describe()}", flush=True)
     if args.budget > len(evaluator):
         print(f"note: the table has {len(evaluator)} architectures; runs stop when a strategy "
               f"has evaluated them all", flush=True)
     traces = run_benchmark(table, names, seeds, args.budget, configs, jobs=args.jobs,
-                           objective=objective_values)
+                           objective=objective_values, landscape=args.landscape)
     summary = summarize(traces, args.budget, front=true_front_reference(evaluator, objective))
     summary["table"] = str(table)
+    summary["landscape"] = args.landscape
     summary["objective"] = objective.resolved()
     summary["configs"] = _resolved_configs(names, configs)
     summary["version"] = __version__
