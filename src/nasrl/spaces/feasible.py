@@ -69,6 +69,10 @@ class FeasiblePrefixes:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def rows(self) -> list[tuple[int, ...]]:
+        """The feasible architectures' token rows, sorted (a stable order to pick from)."""
+        return sorted(self._rows)
+
     def __contains__(self, arch: Architecture) -> bool:
         return tuple(self.space.to_tokens(arch)) in self._rows
 

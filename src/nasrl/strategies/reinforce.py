@@ -662,7 +662,7 @@ class Reinforce(Strategy):
         best = tuple(above[0][1])
         key = (tier, best)
         if key not in self._projection_cache:
-            rows = torch.tensor(sorted(self.tier_sets[tier]._rows))
+            rows = torch.tensor(self.tier_sets[tier].rows())
             dist = (rows != torch.tensor(best)).sum(1)
             near = rows[dist == dist.min()] if int(dist.min()) > 0 else rows[:0]
             self._projection_cache[key] = near[:8].tolist()
