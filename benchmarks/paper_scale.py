@@ -6,6 +6,7 @@ driver's work per trial (tell, store), and its resident memory, at checkpoints.
 
     python benchmarks/paper_scale.py --out runs/paper-scale [--children 12800]
         [--every 1600] [--round-size 8] [--seed 0] [--strategy-set KEY=JSON ...]
+        [--sampler NAME]
 
 Targets (issue 13): ask time per architecture under 5 ms and driver memory under 1 GB
 throughout. The synthetic landscape (:class:`nasrl.execution.simulated.SyntheticEvaluator`)
@@ -56,11 +57,19 @@ class Meter(RunListener):
         self.window_trie = 0
         draw = unique._draw_from_trie
 
-        def counted(*args: Any) -> list[tuple[list[int], float]]:
+        def counted(*args: Any, **kwargs: Any) -> list[tuple[list[int], float]]:
             self.window_trie += 1  # asks that needed the exact sampler (scores every seen row)
-            return draw(*args)
+            return draw(*args, **kwargs)
 
-        unique._draw_from_trie = counted  # type: ignore[assignment]
+        unique._draw_from_trie = counted
+        self.window_hot = 0
+        hot = unique._draw_from_hot
+
+        def counted_hot(*args: Any) -> list[tuple[list[int], float]]:
+            self.window_hot += 1  # asks that needed the trie over the hot rows
+            return hot(*args)
+
+        unique._draw_from_hot = counted_hot  # type: ignore[assignment]
 
     def on_trial(self, trial: Trial, counts: dict[str, int], best: float | None) -> None:
         self.trials = counts["evaluated"]
@@ -79,15 +88,16 @@ class Meter(RunListener):
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "best": float(best) if best is not None else float("nan"),
                 "trie_asks": float(self.window_trie),
+                "hot_asks": float(self.window_hot),
             }
             self.rows.append(row)
             print(f"{int(row['trials']):6d} trials  depth {int(row['depth']):2d}  ask "
                   f"{row['ask_ms_per_arch']:6.2f} ms/arch  driver {per_trial:6.2f} ms/trial  "
                   f"RSS {row['rss_mb']:5.0f} MB (peak {row['peak_rss_mb']:5.0f})  best {row['best']:.4f}  "
-                  f"asks via the trie {self.window_trie}",
+                  f"asks via the hot trie {self.window_hot}, the full trie {self.window_trie}",
                   flush=True)
             self.window_start, self.window_ask, self.window_asked = now, 0.0, 0.0
-            self.window_trie = 0
+            self.window_trie = self.window_hot = 0
 
 
 def _rss_mb() -> float:
@@ -117,6 +127,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1600, help="children per depth step")
     parser.add_argument("--round-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampler", choices=sorted(unique.SAMPLERS), default=unique.DEFAULT_SAMPLER,
+                        help="how asks avoid seen architectures (default: %(default)s)")
     parser.add_argument("--strategy-set", action="append", default=[], metavar="KEY=JSON",
                         help="a REINFORCE setting, e.g. learning_rate=6e-4 (the paper's)")
     args = parser.parse_args()
@@ -134,6 +146,9 @@ def main() -> None:
         search = _create(args)
     except NasrlError as exc:  # a run already there, a bad count: one line, exit 2
         parser.exit(2, f"paper_scale.py: {exc}\n")
+    # a new run, nothing asked yet: its saved state (which the run starts from) names the sampler
+    search.strategy.sampler = args.sampler  # type: ignore[attr-defined]
+    search.store.save_strategy(0, 0, search.strategy.state_dict())
     checkpoints = tuple(c * args.children // 12800 for c in CHECKPOINTS)
     meter = Meter(search.strategy, checkpoints)
     search.listeners.append(meter)

@@ -19,7 +19,11 @@ Both stages draw from the same distribution: the first unseen sequence among ind
 draws from P is distributed as P conditioned on unseen, and so is each next one given the
 ones accepted before it. The batched draws are the cheap path (one controller pass,
 independent of how much was seen); the trie is the exact fallback once the policy has
-concentrated. The trie is not kept as tuple prefixes (memory quadratic in the sequence
+concentrated. Between them, a trie over only the *hot* seen sequences -- those that
+carried the policy's seen mass at the last full trie, or were drawn again since -- with the
+rare draw that lands on another seen one rejected, draws from the same distribution at a
+cost independent of how much was seen (:func:`_draw_from_hot`).
+The trie is not kept as tuple prefixes (memory quadratic in the sequence
 length: 1.6 GB at 6,000 twenty-layer architectures) but implied by the seen sequences
 sorted lexicographically; M is one batched scoring pass of the seen sequences, recomputed
 only when the fallback runs, because the policy changes between asks.
@@ -29,27 +33,50 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from nasrl.controller.lstm import Controller
+from nasrl.controller.lstm import Controller, ControllerOutput
 
-SAMPLERS: dict[str, tuple[int, ...]] = {
-    "trie": (),
-    "batched-then-trie": (2,),
-    "batched-rounds-then-trie": (2, 16, 128),
+
+class Sampler(NamedTuple):
+    rounds: tuple[int, ...]
+    """Batched draws per sequence still wanted, round by round, before any trie."""
+    hot: bool = False
+    """Before the trie over every seen sequence, a trie over the hot ones only, with
+    rejection (:func:`_draw_from_hot`)."""
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "trie": Sampler(()),
+    "batched-then-trie": Sampler((2,)),
+    "batched-rounds-then-trie": Sampler((2, 16, 128)),
+    "batched-rounds-then-hot": Sampler((2, 16), hot=True),
 }
-"""Batched draws per sequence still wanted, round by round, before the exact fallback;
-the names are what a strategy state records, so a saved run resumes with the sampler it
-used (the rounds consume the generator differently). Each round is one controller pass,
-which costs about as much for 128 sequences as for 16 (the per-step overhead dominates at
-these sizes), while the fallback scores every seen sequence: ~110 ms at 1,600 six-layer
-sequences, ~1 s at 12,800. Once the policy has concentrated, 2 per sequence wanted left a
-third of the asks to the fallback (ask time 9-19 ms per architecture at 6 layers); rounds
-of 16 and then 128 make it rare (~3.5 ms) until fewer than ~1 in 100 draws is unseen."""
-DEFAULT_SAMPLER = "batched-rounds-then-trie"
+"""How an ask draws; the names are what a strategy state records, so a saved run resumes
+with the sampler it used (each consumes the generator differently). Each batched round is
+one controller pass, which costs about as much for 128 sequences as for 16 (the per-step
+overhead dominates at these sizes), while the exact trie scores every seen sequence:
+~110 ms at 1,600 six-layer sequences, ~1 s at 12,800 or at 4,000 twenty-layer ones. Once
+the policy has concentrated, 2 per sequence wanted left a third of the asks to the trie;
+rounds of 16 and then 128 make it rare until fewer than ~1 in 100 draws is unseen. Past
+that, the seen sequences the rounds drew *again* are where the policy's seen mass is:
+a trie over those alone (tens of sequences, not thousands), with the rare draw that lands
+on another seen sequence rejected, keeps the ask's cost independent of how much was seen."""
+DEFAULT_SAMPLER = "batched-rounds-then-hot"
+HIT_REJECTS = 4
+"""Rejections per ask the hot trie may take before the trie over every seen sequence takes
+over (and finds the hot set again): bounds an ask's cost at that of the exact trie plus a
+few walks."""
+HOT_MAX = 512
+"""At most this many hot sequences: the hot trie scores them all on every ask it serves
+(~25 ms at 20 layers per 100)."""
+HOT_TAIL = 0.05
+"""The full trie marks hot the most probable seen sequences, as many as leave out at most
+this share of the unseen mass: right after, under 5% of the hot trie's draws are rejected."""
 SCORE_CHUNK = 1024
 """Seen sequences scored per controller pass when the fallback recomputes M: bounds the
 memory of a pass (hidden states per token) whatever the number seen."""
@@ -61,9 +88,23 @@ class SeenIndex:
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self._members: set[bytes] = set()
+        self._members: dict[bytes, int] = {}  # row bytes -> position
         self._rows = np.zeros((64, self.length), dtype=np.int16)
         self.n = 0
+        self.hot: dict[int, None] = {}
+        """Positions of the seen sequences that carried the policy's seen mass lately, least
+        recently marked first (:func:`_draw_from_hot` scores only these); part of a
+        strategy's state, since which they are changes what an ask draws."""
+
+    def position(self, row: Sequence[int]) -> int | None:
+        return self._members.get(np.asarray(row, dtype=np.int16).tobytes())
+
+    def mark_hot(self, positions: Iterable[int]) -> None:
+        for p in positions:
+            self.hot.pop(p, None)
+            self.hot[p] = None
+        while len(self.hot) > HOT_MAX:
+            del self.hot[next(iter(self.hot))]
 
     def __len__(self) -> int:
         return self.n
@@ -84,7 +125,7 @@ class SeenIndex:
         key = arr.tobytes()
         if key in self._members:
             return False
-        self._members.add(key)
+        self._members[key] = self.n
         if self.n == len(self._rows):  # grow by doubling: amortized constant per row
             self._rows = np.concatenate([self._rows, np.zeros_like(self._rows)])
         self._rows[self.n] = arr
@@ -93,42 +134,78 @@ class SeenIndex:
 
 
 class _Trie:
-    """The seen sequences as a trie for one ask of the exact fallback: sorted
-    lexicographically, the sequences below any prefix are one contiguous block, found by
-    binary search column by column; M of a block is a difference of column-wise cumulative
-    sums of the suffix probabilities. Sequences drawn during the ask are kept aside."""
+    """Seen sequences as a trie for one ask: sorted lexicographically, the sequences below
+    any prefix are one contiguous block, found by binary search column by column; M of a
+    block is a difference of column-wise cumulative sums of the suffix probabilities.
+    Sequences added during the ask (drawn, or rejected by the hits trie) are kept aside."""
 
-    def __init__(self, index: SeenIndex, controller: Controller) -> None:
+    def __init__(self, rows: np.ndarray, controller: Controller) -> None:
         arities = controller.space.token_arities()
-        if len(arities) != index.length:
-            raise ValueError(f"seen index of {index.length} tokens for a space of {len(arities)}")
+        if rows.shape[1] != len(arities):
+            raise ValueError(f"seen rows of {rows.shape[1]} tokens for a space of {len(arities)}")
+        length = len(arities)
         # sizes[d] = number of distinct completions of a prefix of length d
-        self.sizes = [math.prod(arities[d:]) for d in range(len(arities) + 1)]
-        rows = index.rows
-        self.rows = rows[np.lexsort(rows.T[::-1])] if len(rows) else rows  # first column primary
-        suffix = np.zeros((len(self.rows), index.length + 1))
+        self.sizes = [math.prod(arities[d:]) for d in range(length + 1)]
+        order = np.lexsort(rows.T[::-1]) if len(rows) else np.arange(0)  # first column primary
+        self.rows = rows[order]
+        suffix = np.zeros((len(self.rows), length + 1))
         for start in range(0, len(self.rows), SCORE_CHUNK):
             chunk = torch.from_numpy(self.rows[start : start + SCORE_CHUNK].astype(np.int64))
-            suffix[start : start + len(chunk)] = _suffix_probs(controller.score(chunk).token_log_prob)
-        self.cum = np.concatenate([np.zeros((1, index.length + 1)), suffix.cumsum(0)])
-        self.extra: list[tuple[list[int], list[float]]] = []  # (row, suffix probs) drawn now
+            suffix[start : start + len(chunk)] = _suffix_probs(controller.token_log_probs(chunk))
+        self.cum = np.concatenate([np.zeros((1, length + 1)), suffix.cumsum(0)])
+        self.probs = np.empty(len(rows))  # P of each given row, in the order given
+        self.probs[order] = suffix[:, 0]
+        self.extra: list[tuple[list[int], list[float]]] = []  # (row, suffix probs) added now
 
-    def children(self, block: tuple[int, int], prefix: list[int], k: int
+    def children(self, block: tuple[int, int], extra: list[int], d: int, k: int
                  ) -> tuple[list[tuple[int, int]], list[float], list[int]]:
-        """For each next token t of ``prefix`` (whose sequences are rows[block]): the block
-        of prefix + t, its mass M and its count of seen sequences."""
-        d, (lo, hi) = len(prefix), block
+        """For each next token t of a prefix of length ``d`` (whose sequences are
+        rows[block] and the ``extra`` rows listed): the block of prefix + t, its mass M and
+        its count of seen sequences."""
+        lo, hi = block
         column = self.rows[lo:hi, d]
         left = lo + np.searchsorted(column, np.arange(k), side="left")
         right = lo + np.searchsorted(column, np.arange(k), side="right")
         blocks = list(zip(left.tolist(), right.tolist(), strict=True))
         mass = (self.cum[right, d + 1] - self.cum[left, d + 1]).tolist()
         count = (right - left).tolist()
-        for row, probs in self.extra:
-            if row[:d] == prefix:
-                mass[row[d]] += probs[d + 1]
-                count[row[d]] += 1
+        for e in extra:
+            row, probs = self.extra[e]
+            mass[row[d]] += probs[d + 1]
+            count[row[d]] += 1
         return blocks, mass, count
+
+    def draw(self, controller: Controller, generator: torch.Generator, m: int = 1) -> ControllerOutput:
+        """``m`` sequences, each from the policy conditioned on not being one of this
+        trie's (independently: they may repeat each other). A prefix no seen sequence
+        shares -- most of them, a few tokens into a walk -- is drawn from the policy as is."""
+        blocks = [(0, len(self.rows))] * m
+        extra = [list(range(len(self.extra))) for _ in range(m)]  # the extra rows sharing the prefix
+
+        def pick(pos: int, logp: Tensor) -> Tensor:
+            w = logp.double().exp()
+            below: list[list[tuple[int, int]] | None] = [None] * m
+            for i in range(m):
+                if blocks[i][0] == blocks[i][1] and not extra[i]:
+                    continue  # nothing seen below: P(t | prefix) as it is
+                kids, mass, count = self.children(blocks[i], extra[i], pos, w.shape[1])
+                open_ = [c < self.sizes[pos + 1] for c in count]
+                w[i] = torch.tensor(_weights(w[i].tolist(), mass, open_), dtype=torch.float64)
+                below[i] = kids
+            # one row: a 1-D draw, as the samplers before batched trie walks drew
+            toks = (torch.multinomial(w[0], 1, generator=generator) if m == 1
+                    else torch.multinomial(w, 1, generator=generator)[:, 0])
+            for i, tok in enumerate(toks.tolist()):
+                under = below[i]
+                blocks[i] = under[tok] if under is not None else blocks[i]
+                extra[i] = [e for e in extra[i] if self.extra[e][0][pos] == tok]
+            return toks
+
+        return controller.sample_with(m, pick)
+
+    def add(self, out: ControllerOutput, i: int) -> None:
+        """Row ``i`` of a draw joins the trie for the rest of the ask."""
+        self.extra.append((out.tokens[i].tolist(), _suffix_probs(out.token_log_prob[i : i + 1])[0].tolist()))
 
 
 def _suffix_probs(token_logp: Tensor) -> np.ndarray:
@@ -145,48 +222,113 @@ def draw_unseen(
 ) -> list[tuple[list[int], float]]:
     """Draw ``n`` distinct token sequences not in ``index`` and add them to it; returns
     (tokens, log P) pairs. log P is the *unconditioned* policy's log-probability, which is
-    what the policy gradient differentiates. ``sampler`` names the batched rounds tried
-    before the exact trie (:data:`SAMPLERS`; "trie" is how runs saved before the batched
-    draws existed sampled, so they resume identically)."""
+    what the policy gradient differentiates. ``sampler`` names the stages tried before the
+    exact trie (:data:`SAMPLERS`; "trie" is how runs saved before the batched draws
+    existed sampled, so they resume identically)."""
+    spec = SAMPLERS[sampler]
     results: list[tuple[list[int], float]] = []
-    for per_wanted in SAMPLERS[sampler]:
+    hits: list[int] = []  # positions of the seen sequences the rounds drew again
+    for per_wanted in spec.rounds:
         if len(results) >= n:
             break
         out = controller.sample(per_wanted * (n - len(results)), generator, entropy=False)
         for row, lp in zip(out.tokens.tolist(), out.log_prob.tolist(), strict=True):
             if len(results) < n and index.add(row):
                 results.append((row, lp))
+            elif spec.hot and (pos := index.position(row)) is not None:
+                hits.append(pos)
+    if not spec.hot:
+        if len(results) < n:
+            results += _draw_from_trie(controller, index, n - len(results), generator)
+        return results
+    index.mark_hot(hits)  # drawn again just now: where the seen mass is
     if len(results) < n:
-        results += _draw_from_trie(controller, index, n - len(results), generator)
+        results += _draw_from_hot(controller, index, n - len(results), generator)
+    if len(results) < n:
+        trie = _Trie(index.rows, controller)
+        index.hot = {}
+        index.mark_hot(_carriers(trie.probs))
+        results += _draw_batched(controller, trie, index, n - len(results), generator, full=True)
     return results
 
 
+@torch.no_grad()
+def _draw_from_hot(
+    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator
+) -> list[tuple[list[int], float]]:
+    """Up to ``n`` draws from the policy conditioned on not being seen, with a trie over
+    the hot sequences (a subset H of the seen set S) and rejection: each attempt draws
+    exactly from P conditioned on not in H and is kept iff it is not in S, so what is kept
+    is P conditioned on not in S -- the exact trie's distribution, whatever H is; H only
+    sets how often an attempt is rejected. A rejected sequence, which carries seen mass H
+    missed, joins H, as does each kept one (the update that follows may raise it). Stops
+    after :data:`HIT_REJECTS` rejections, leaving the rest to the trie over all of S."""
+    trie = _Trie(index.rows[list(index.hot)], controller)
+    return _draw_batched(controller, trie, index, n, generator, full=False)
+
+
+def _draw_batched(
+    controller: Controller, trie: _Trie, index: SeenIndex, n: int, generator: torch.Generator,
+    *, full: bool,
+) -> list[tuple[list[int], float]]:
+    """The still-wanted sequences drawn in one walk at a time (the walk's per-step cost,
+    not its rows, is what a 20-layer draw pays), each from the trie's conditional policy.
+    Drawn together, two rows can be the same sequence: the first is kept, the second is
+    drawn again once the first is in the trie -- rejection, so each kept row is still
+    distributed as if drawn after the ones before it. ``full``: the trie holds every seen
+    sequence (no rejections; once everything is seen, repeats are let through)."""
+    results: list[tuple[list[int], float]] = []
+    in_trie = {p for p in (range(len(index)) if full else index.hot)}
+    rejects = 0
+    while len(results) < n and rejects < HIT_REJECTS:
+        out = trie.draw(controller, generator, n - len(results))
+        before = set(in_trie)
+        for i, row in enumerate(out.tokens.tolist()):
+            known = index.position(row)
+            if known is not None and known in before:  # only once its whole subtree is seen
+                if not full:
+                    return results  # the full trie takes over
+                results.append((row, float(out.log_prob[i])))  # everything is seen
+                continue
+            if known is None:
+                index.add(row)
+                results.append((row, float(out.log_prob[i])))
+                known = index.n - 1
+            elif known in in_trie:
+                continue  # drawn twice in this walk: drawn again in the next
+            else:
+                rejects += 1  # seen, not hot: its mass was missed
+            index.mark_hot([known])
+            in_trie.add(known)
+            trie.add(out, i)
+    return results
+
+
+@torch.no_grad()
 def _draw_from_trie(
     controller: Controller, index: SeenIndex, n: int, generator: torch.Generator
 ) -> list[tuple[list[int], float]]:
-    trie = _Trie(index, controller)
+    """The exact trie, one draw per walk: how the samplers before the hot trie drew."""
+    trie = _Trie(index.rows, controller)
     results: list[tuple[list[int], float]] = []
     for _ in range(n):
-        prefix: list[int] = []
-        block = [(0, len(trie.rows))]
-
-        def pick(pos: int, logp: Tensor, prefix: list[int] = prefix,
-                 block: list[tuple[int, int]] = block) -> Tensor:
-            probs = logp[0].double().exp().tolist()
-            blocks, mass, count = trie.children(block[0], prefix, len(probs))
-            open_ = [c < trie.sizes[pos + 1] for c in count]
-            tok = int(torch.multinomial(torch.tensor(_weights(probs, mass, open_), dtype=torch.float64),
-                                        1, generator=generator))
-            prefix.append(tok)
-            block[0] = blocks[tok]
-            return torch.tensor([tok])
-
-        out = controller.sample_with(1, pick)
+        out = trie.draw(controller, generator)
         row = out.tokens[0].tolist()
         if index.add(row):  # a repeat only once everything was seen
-            trie.extra.append((row, _suffix_probs(out.token_log_prob)[0].tolist()))
+            trie.add(out, 0)
         results.append((row, float(out.log_prob[0])))
     return results
+
+
+def _carriers(probs: np.ndarray) -> list[int]:
+    """Positions of the most probable sequences, as many as hold all the seen mass but
+    HOT_TAIL of the unseen mass (at most HOT_MAX), least probable first (evicted first)."""
+    order = np.argsort(-probs, kind="stable")
+    seen = float(probs.sum())
+    unseen = max(1.0 - seen, 1e-12)
+    held = np.cumsum(probs[order])
+    k = int(np.searchsorted(held, seen - HOT_TAIL * unseen)) + 1
+    return [int(p) for p in order[: min(k, HOT_MAX)][::-1]]
 
 
 def _weights(probs: list[float], mass: list[float], open_: list[bool]) -> list[float]:
