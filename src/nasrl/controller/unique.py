@@ -54,7 +54,7 @@ SAMPLERS: dict[str, Sampler] = {
     "trie": Sampler(()),
     "batched-then-trie": Sampler((2,)),
     "batched-rounds-then-trie": Sampler((2, 16, 128)),
-    "batched-rounds-then-hot": Sampler((2, 16), hot=True),
+    "batched-then-hot": Sampler((2,), hot=True),
 }
 """How an ask draws; the names are what a strategy state records, so a saved run resumes
 with the sampler it used (each consumes the generator differently). Each batched round is
@@ -66,14 +66,17 @@ rounds of 16 and then 128 make it rare until fewer than ~1 in 100 draws is unsee
 that, the seen sequences the rounds drew *again* are where the policy's seen mass is:
 a trie over those alone (tens of sequences, not thousands), with the rare draw that lands
 on another seen sequence rejected, keeps the ask's cost independent of how much was seen."""
-DEFAULT_SAMPLER = "batched-rounds-then-hot"
-HIT_REJECTS = 4
-"""Rejections per ask the hot trie may take before the trie over every seen sequence takes
-over (and finds the hot set again): bounds an ask's cost at that of the exact trie plus a
-few walks."""
-HOT_MAX = 512
+DEFAULT_SAMPLER = "batched-then-hot"
+HOT_WALKS = 3
+"""Walks the hot trie may take per ask before the trie over every seen sequence takes over
+(and marks the hot set again): bounds an ask's cost at that of the exact trie plus a few
+walks."""
+WALK_ROWS = 4
+"""Rows drawn per walk for each sequence still wanted: a walk costs per step, hardly per
+row, so drawing spares makes a rejected row or a repeat within the walk nearly free."""
+HOT_MAX = 128
 """At most this many hot sequences: the hot trie scores them all on every ask it serves
-(~25 ms at 20 layers per 100)."""
+(~30 ms at 20 layers per 100)."""
 HOT_TAIL = 0.05
 """The full trie marks hot the most probable seen sequences, as many as leave out at most
 this share of the unseen mass: right after, under 5% of the hot trie's draws are rejected."""
@@ -137,7 +140,7 @@ class _Trie:
     """Seen sequences as a trie for one ask: sorted lexicographically, the sequences below
     any prefix are one contiguous block, found by binary search column by column; M of a
     block is a difference of column-wise cumulative sums of the suffix probabilities.
-    Sequences added during the ask (drawn, or rejected by the hits trie) are kept aside."""
+    Sequences added during the ask (drawn, or rejected by the hot trie) are kept aside."""
 
     def __init__(self, rows: np.ndarray, controller: Controller) -> None:
         arities = controller.space.token_arities()
@@ -156,6 +159,38 @@ class _Trie:
         self.probs = np.empty(len(rows))  # P of each given row, in the order given
         self.probs[order] = suffix[:, 0]
         self.extra: list[tuple[list[int], list[float]]] = []  # (row, suffix probs) added now
+        self._below: dict[int, np.ndarray] = {}
+
+    def _less(self, d: int, k: int) -> np.ndarray:
+        """(k + 1, N + 1): [t, j] = how many of the first j rows have a token < t at ``d``
+        (computed once per column): within a block, where token t's sub-block starts."""
+        if d not in self._below:
+            less = self.rows[:, d][None, :] < np.arange(k + 1)[:, None]
+            self._below[d] = np.concatenate([np.zeros((k + 1, 1), np.int64), less.cumsum(1)], 1)
+        return self._below[d]
+
+    def pick_many(self, probs: np.ndarray, lo: np.ndarray, hi: np.ndarray, extra: list[list[int]],
+                  d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`children` and :func:`_weights` for m rows at once (a walk of many rows
+        spends its time here otherwise): probs (m, k), each row's block rows[lo:hi] ->
+        the weights (m, k) and the sub-blocks' bounds (m, k) of each next token."""
+        k = probs.shape[1]
+        less = self._less(d, k)
+        edges = lo[:, None] + less[:, hi].T - less[:, lo].T  # (m, k + 1)
+        left, right = edges[:, :k], edges[:, 1:]
+        mass = self.cum[right, d + 1] - self.cum[left, d + 1]
+        count = right - left
+        for i, rows in enumerate(extra):
+            for e in rows:
+                row, suffix = self.extra[e]
+                mass[i, row[d]] += suffix[d + 1]
+                count[i, row[d]] += 1
+        open_ = count < self.sizes[d + 1]
+        weights = np.where(open_, probs * np.maximum(0.0, 1.0 - mass), 0.0)
+        for j in np.flatnonzero(weights.sum(1) <= 0):  # as _weights falls back
+            policy = np.where(open_[j], probs[j], 0.0)
+            weights[j] = policy if policy.sum() > 0 else probs[j]
+        return weights, left, right
 
     def children(self, block: tuple[int, int], extra: list[int], d: int, k: int
                  ) -> tuple[list[tuple[int, int]], list[float], list[int]]:
@@ -177,31 +212,43 @@ class _Trie:
 
     def draw(self, controller: Controller, generator: torch.Generator, m: int = 1) -> ControllerOutput:
         """``m`` sequences, each from the policy conditioned on not being one of this
-        trie's (independently: they may repeat each other). A prefix no seen sequence
-        shares -- most of them, a few tokens into a walk -- is drawn from the policy as is."""
-        blocks = [(0, len(self.rows))] * m
+        trie's (independently: they may repeat each other)."""
+        if m == 1:
+            return self._draw_one(controller, generator)
+        lo, hi = np.zeros(m, np.int64), np.full(m, len(self.rows), np.int64)
         extra = [list(range(len(self.extra))) for _ in range(m)]  # the extra rows sharing the prefix
 
         def pick(pos: int, logp: Tensor) -> Tensor:
-            w = logp.double().exp()
-            below: list[list[tuple[int, int]] | None] = [None] * m
-            for i in range(m):
-                if blocks[i][0] == blocks[i][1] and not extra[i]:
-                    continue  # nothing seen below: P(t | prefix) as it is
-                kids, mass, count = self.children(blocks[i], extra[i], pos, w.shape[1])
-                open_ = [c < self.sizes[pos + 1] for c in count]
-                w[i] = torch.tensor(_weights(w[i].tolist(), mass, open_), dtype=torch.float64)
-                below[i] = kids
-            # one row: a 1-D draw, as the samplers before batched trie walks drew
-            toks = (torch.multinomial(w[0], 1, generator=generator) if m == 1
-                    else torch.multinomial(w, 1, generator=generator)[:, 0])
-            for i, tok in enumerate(toks.tolist()):
-                under = below[i]
-                blocks[i] = under[tok] if under is not None else blocks[i]
-                extra[i] = [e for e in extra[i] if self.extra[e][0][pos] == tok]
+            weights, left, right = self.pick_many(logp.double().exp().numpy(), lo, hi, extra, pos)
+            toks = torch.multinomial(torch.from_numpy(weights), 1, generator=generator)[:, 0]
+            t = toks.numpy()
+            lo[:], hi[:] = left[np.arange(m), t], right[np.arange(m), t]
+            for i, rows in enumerate(extra):
+                if rows:
+                    extra[i] = [e for e in rows if self.extra[e][0][pos] == t[i]]
             return toks
 
         return controller.sample_with(m, pick)
+
+    def _draw_one(self, controller: Controller, generator: torch.Generator) -> ControllerOutput:
+        """One sequence, token by token as the samplers before batched trie walks drew (a
+        1-D draw per token; a prefix no seen sequence shares is drawn from the policy)."""
+        block = [(0, len(self.rows))]
+        extra = [list(range(len(self.extra)))]
+
+        def pick(pos: int, logp: Tensor) -> Tensor:
+            w = logp[0].double().exp().tolist()
+            below: list[tuple[int, int]] | None = None
+            if block[0][0] < block[0][1] or extra[0]:  # else nothing seen below: P as it is
+                below, mass, count = self.children(block[0], extra[0], pos, len(w))
+                w = _weights(w, mass, [c < self.sizes[pos + 1] for c in count])
+            tok = int(torch.multinomial(torch.tensor(w, dtype=torch.float64), 1, generator=generator))
+            if below is not None:
+                block[0] = below[tok]
+            extra[0] = [e for e in extra[0] if self.extra[e][0][pos] == tok]
+            return torch.tensor([tok])
+
+        return controller.sample_with(1, pick)
 
     def add(self, out: ControllerOutput, i: int) -> None:
         """Row ``i`` of a draw joins the trie for the rest of the ask."""
@@ -248,7 +295,8 @@ def draw_unseen(
         trie = _Trie(index.rows, controller)
         index.hot = {}
         index.mark_hot(_carriers(trie.probs))
-        results += _draw_batched(controller, trie, index, n - len(results), generator, full=True)
+        while len(results) < n:
+            results += _draw_batched(controller, trie, index, n - len(results), generator, full=True)
     return results
 
 
@@ -261,8 +309,8 @@ def _draw_from_hot(
     exactly from P conditioned on not in H and is kept iff it is not in S, so what is kept
     is P conditioned on not in S -- the exact trie's distribution, whatever H is; H only
     sets how often an attempt is rejected. A rejected sequence, which carries seen mass H
-    missed, joins H, as does each kept one (the update that follows may raise it). Stops
-    after :data:`HIT_REJECTS` rejections, leaving the rest to the trie over all of S."""
+    missed, joins H. Stops after :data:`HOT_WALKS` walks, leaving the rest to the trie over
+    all of S."""
     trie = _Trie(index.rows[list(index.hot)], controller)
     return _draw_batched(controller, trie, index, n, generator, full=False)
 
@@ -271,36 +319,38 @@ def _draw_batched(
     controller: Controller, trie: _Trie, index: SeenIndex, n: int, generator: torch.Generator,
     *, full: bool,
 ) -> list[tuple[list[int], float]]:
-    """The still-wanted sequences drawn in one walk at a time (the walk's per-step cost,
-    not its rows, is what a 20-layer draw pays), each from the trie's conditional policy.
-    Drawn together, two rows can be the same sequence: the first is kept, the second is
-    drawn again once the first is in the trie -- rejection, so each kept row is still
-    distributed as if drawn after the ones before it. ``full``: the trie holds every seen
-    sequence (no rejections; once everything is seen, repeats are let through)."""
+    """The still-wanted sequences drawn :data:`WALK_ROWS` times over in one walk at a time
+    (a 20-layer walk pays per step, not per row), each row from the trie's conditional
+    policy, independently. They are taken in order: an unseen row not taken yet is kept;
+    a seen row outside the trie is rejected and joins it (and the hot set: it carried seen
+    mass the trie missed); a repeat of a row kept in this walk is skipped -- rejection
+    again, so each kept row is distributed as if drawn after the ones before it. Rows past
+    the last one wanted are dropped unread. ``full``: the trie holds every seen sequence
+    (no rejections; once everything is seen, repeats are let through)."""
     results: list[tuple[list[int], float]] = []
-    in_trie = {p for p in (range(len(index)) if full else index.hot)}
-    rejects = 0
-    while len(results) < n and rejects < HIT_REJECTS:
-        out = trie.draw(controller, generator, n - len(results))
+    in_trie = set(range(len(index))) if full else set(index.hot)
+    for _ in range(HOT_WALKS):
+        out = trie.draw(controller, generator, WALK_ROWS * (n - len(results)))
         before = set(in_trie)
         for i, row in enumerate(out.tokens.tolist()):
+            if len(results) == n:
+                break
             known = index.position(row)
             if known is not None and known in before:  # only once its whole subtree is seen
                 if not full:
                     return results  # the full trie takes over
                 results.append((row, float(out.log_prob[i])))  # everything is seen
-                continue
-            if known is None:
+            elif known is None:
                 index.add(row)
                 results.append((row, float(out.log_prob[i])))
-                known = index.n - 1
-            elif known in in_trie:
-                continue  # drawn twice in this walk: drawn again in the next
-            else:
-                rejects += 1  # seen, not hot: its mass was missed
-            index.mark_hot([known])
-            in_trie.add(known)
-            trie.add(out, i)
+                in_trie.add(index.n - 1)
+                trie.add(out, i)
+            elif known not in in_trie:  # seen, not in the trie: its mass was missed
+                index.mark_hot([known])
+                in_trie.add(known)
+                trie.add(out, i)
+        if len(results) == n:
+            break
     return results
 
 
