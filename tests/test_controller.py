@@ -233,7 +233,7 @@ def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> No
     assert keys == LEGACY_ASKS
     # and a state saved now keeps the batched draws on across a resume
     fresh = make()
-    assert fresh.state_dict()["sampler"] == "batched-then-hot"
+    assert fresh.state_dict()["sampler"] == "batched-rounds-then-hot"
 
 
 @pytest.mark.parametrize("n", [1, 5, 16])
@@ -468,3 +468,30 @@ def test_the_lean_scores_are_the_full_scores_log_probabilities(space: SearchSpac
         tokens = ctrl.sample(16, torch.Generator().manual_seed(0)).tokens
         lean = ctrl.token_log_probs(tokens)
         assert torch.equal(lean, ctrl.score(tokens).token_log_prob)
+
+
+def test_a_walk_of_many_rows_weighs_each_token_as_a_walk_of_one_does() -> None:
+    from nasrl.controller.unique import _Trie, _weights
+
+    ctrl, top, _ = _conditional_setup()
+    with torch.no_grad():
+        trie = _Trie(np.asarray(top[1:], dtype=np.int16), ctrl)
+        out = ctrl.score(torch.tensor([top[0]]))
+    trie.add(out, 0)  # a row added during the ask, outside the sorted block
+    d = 2
+    prefixes = [top[0][:d], top[1][:d], top[2][:d], [4, 4]]  # the last shared by no row
+    lo, hi, extra = [], [], []
+    for prefix in prefixes:  # each prefix's block of the sorted rows, and the extra rows under it
+        inside = np.flatnonzero((trie.rows[:, :d] == prefix).all(1))
+        lo.append(int(inside[0]) if len(inside) else 0)
+        hi.append(int(inside[-1]) + 1 if len(inside) else 0)
+        extra.append([0] if top[0][:d] == prefix else [])
+    probs = np.random.default_rng(0).dirichlet(np.ones(5), size=4)
+    weights, left, right = trie.pick_many(probs, np.array(lo), np.array(hi), extra, d)
+    for i in range(4):
+        kids, mass, count = trie.children((lo[i], hi[i]), extra[i], d, 5)
+        expected = _weights(probs[i].tolist(), mass, [c < trie.sizes[d + 1] for c in count])
+        assert weights[i].tolist() == pytest.approx(expected, abs=0, rel=1e-12)
+        assert list(zip(left[i].tolist(), right[i].tolist(), strict=True)) == kids
+    assert weights[3].tolist() == pytest.approx(probs[3].tolist(), abs=0, rel=1e-12)
+    assert not np.allclose(weights[0], probs[0])  # the seen rows below weigh in

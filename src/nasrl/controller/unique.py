@@ -54,19 +54,21 @@ SAMPLERS: dict[str, Sampler] = {
     "trie": Sampler(()),
     "batched-then-trie": Sampler((2,)),
     "batched-rounds-then-trie": Sampler((2, 16, 128)),
-    "batched-then-hot": Sampler((2,), hot=True),
+    "batched-rounds-then-hot": Sampler((2, 16), hot=True),
 }
 """How an ask draws; the names are what a strategy state records, so a saved run resumes
 with the sampler it used (each consumes the generator differently). Each batched round is
 one controller pass, which costs about as much for 128 sequences as for 16 (the per-step
-overhead dominates at these sizes), while the exact trie scores every seen sequence:
-~110 ms at 1,600 six-layer sequences, ~1 s at 12,800 or at 4,000 twenty-layer ones. Once
-the policy has concentrated, 2 per sequence wanted left a third of the asks to the trie;
-rounds of 16 and then 128 make it rare until fewer than ~1 in 100 draws is unseen. Past
-that, the seen sequences the rounds drew *again* are where the policy's seen mass is:
-a trie over those alone (tens of sequences, not thousands), with the rare draw that lands
-on another seen sequence rejected, keeps the ask's cost independent of how much was seen."""
-DEFAULT_SAMPLER = "batched-then-hot"
+overhead dominates at these sizes). The exact trie scores every seen sequence of the
+depth: ~110 ms at 1,600 six-layer sequences, ~1 s at 12,800 or at 4,000 twenty-layer
+ones, and once a policy has collapsed nearly every ask needs it. The hot trie scores at
+most :data:`HOT_MAX` sequences -- those that carried the policy's seen mass at the last
+full trie, or were drawn again since -- and rejects the draws that land on another seen
+sequence: the same distribution, at a cost independent of how much was seen (paired on
+the states of one paper-scale run with the default step, 8-12 layers: 2-3x less CPU per
+architecture than "batched-rounds-then-trie" once the policy has collapsed, the same
+before). Rounds of 128 cost more than a hot trie and are left out."""
+DEFAULT_SAMPLER = "batched-rounds-then-hot"
 HOT_WALKS = 3
 """Walks the hot trie may take per ask before the trie over every seen sequence takes over
 (and marks the hot set again): bounds an ask's cost at that of the exact trie plus a few
@@ -257,7 +259,7 @@ class _Trie:
 
 def _suffix_probs(token_logp: Tensor) -> np.ndarray:
     """(m, T) per-token log P -> (m, T+1) with [:, d] = P(row[d:] | row[:d])."""
-    lp = token_logp.double()
+    lp = token_logp.detach().double()
     suffix = torch.cat([lp.flip(1).cumsum(1).flip(1), lp.new_zeros(len(lp), 1)], 1)
     return suffix.exp().numpy()
 
@@ -292,11 +294,22 @@ def draw_unseen(
     if len(results) < n:
         results += _draw_from_hot(controller, index, n - len(results), generator)
     if len(results) < n:
-        trie = _Trie(index.rows, controller)
-        index.hot = {}
-        index.mark_hot(_carriers(trie.probs))
-        while len(results) < n:
-            results += _draw_batched(controller, trie, index, n - len(results), generator, full=True)
+        results += _draw_from_all(controller, index, n - len(results), generator)
+    return results
+
+
+@torch.no_grad()
+def _draw_from_all(
+    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator
+) -> list[tuple[list[int], float]]:
+    """The exact trie over every seen sequence, in batched walks; it also marks hot the
+    sequences that carry the seen mass now (:func:`_carriers`)."""
+    trie = _Trie(index.rows, controller)
+    index.hot = {}
+    index.mark_hot(_carriers(trie.probs))
+    results: list[tuple[list[int], float]] = []
+    while len(results) < n:
+        results += _draw_batched(controller, trie, index, n - len(results), generator, full=True)
     return results
 
 
