@@ -233,7 +233,7 @@ def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> No
     assert keys == LEGACY_ASKS
     # and a state saved now keeps the batched draws on across a resume
     fresh = make()
-    assert fresh.state_dict()["sampler"] == "batched-rounds-then-trie"
+    assert fresh.state_dict()["sampler"] == "batched-rounds-then-hot"
 
 
 @pytest.mark.parametrize("n", [1, 5, 16])
@@ -302,6 +302,18 @@ BATCHED_THEN_TRIE_ASKS = [
 ]
 
 
+# ... and with "batched-rounds-then-trie" (b9f3bcf: rounds of 2, 16 and 128 per sequence
+# wanted, then the trie over every seen sequence).
+BATCHED_ROUNDS_THEN_TRIE_ASKS = [
+    '65f2021a70a3284a', '94f8a0bd64d53953', 'c0a57003f957e63d', '52941b5fde1886a6',
+    '5e4318c91223f0dd', '14802549e4e5c1dc', 'a64176ec9b240a92', 'f41e582f50feea8d',
+    '08a8fcdada562ef1', '5563b928d189dc0b', 'a650545e52ea3ed4', '2b6223c2a25dc8dc',
+    '2bf913993f5fd3e9', '8a4fe16855d6ecd0', '4a60d0770461b723', '74b094e09c2ae874',
+    '7bcf85c1cdd6a36a', '2898906a4b4b0fd5', '159efb8c68684521', '01c32a19267baca2',
+    'f43de0b0ee8bb1bc', '8ffc4d9d2156575b', 'a0829638d138b261', '60cd30a344b68476',
+]
+
+
 def _small_asks(sampler: str | None) -> list[str]:
     from nasrl.strategies.base import Observation
     from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
@@ -326,11 +338,118 @@ def _small_asks(sampler: str | None) -> list[str]:
     return keys
 
 
-def test_a_run_saved_with_one_batched_round_resumes_with_the_same_asks() -> None:
+def test_runs_saved_with_earlier_samplers_resume_with_the_same_asks() -> None:
     assert _small_asks("batched-then-trie") == BATCHED_THEN_TRIE_ASKS
-    # today's default takes a second batched round before the trie: other draws, all distinct
+    assert _small_asks("batched-rounds-then-trie") == BATCHED_ROUNDS_THEN_TRIE_ASKS
+    # today's default tries the hits trie before the full one: other draws, all distinct
     asks = _small_asks(None)
-    assert asks != BATCHED_THEN_TRIE_ASKS and len(set(asks)) == len(asks) == 24
+    assert asks != BATCHED_ROUNDS_THEN_TRIE_ASKS and len(set(asks)) == len(asks) == 24
+
+
+def _conditional_setup() -> tuple[Controller, list[list[int]], list[float]]:
+    """An nb201 controller and its rows by descending probability, with those P."""
+    ctrl = Controller(get_space("nb201"), ControllerConfig(init_range=1.0), seed=2)
+    with torch.no_grad():
+        mode = ctrl.sample(4000, torch.Generator().manual_seed(0)).tokens
+    rows, counts = np.unique(mode.numpy(), axis=0, return_counts=True)
+    top = [rows[i].tolist() for i in np.argsort(-counts)[:5]]
+    with torch.no_grad():
+        probs = ctrl.score(torch.tensor(top)).log_prob.exp().tolist()
+    return ctrl, top, probs
+
+
+def test_the_hot_trie_with_rejection_draws_the_policy_conditioned_on_all_seen() -> None:
+    from nasrl.controller.unique import SeenIndex, _draw_from_hot
+
+    ctrl, top, probs = _conditional_setup()
+    draws = []
+    for s in range(300):
+        index = SeenIndex(len(top[0]))
+        for row in top[:3]:
+            index.add(row)
+        index.mark_hot([0])  # the trie knows one seen row; the two others are rejected
+        drawn = _draw_from_hot(ctrl, index, 1, torch.Generator().manual_seed(s))
+        assert len(drawn) == 1 and drawn[0][0] not in top[:3] and drawn[0][0] in index
+        draws.append(tuple(drawn[0][0]))
+    expected = probs[3] / (1 - sum(probs[:3]))
+    freq = draws.count(tuple(top[3])) / 300
+    assert abs(freq - expected) < 4 * np.sqrt(expected * (1 - expected) / 300) + 0.01
+
+
+def test_the_hot_trie_draws_the_still_wanted_rows_in_one_walk_and_never_twice() -> None:
+    from nasrl.controller.unique import SeenIndex, _draw_from_hot
+
+    ctrl, top, _ = _conditional_setup()
+    index = SeenIndex(len(top[0]))
+    for row in top[:3]:
+        index.add(row)
+    index.mark_hot([0, 1, 2])
+    walks = []
+    sample_with = ctrl.sample_with
+    ctrl.sample_with = lambda m, pick: walks.append(m) or sample_with(m, pick)  # type: ignore[method-assign]
+    drawn = _draw_from_hot(ctrl, index, 40, torch.Generator().manual_seed(0))
+    rows = [tuple(r) for r, _ in drawn]
+    assert len(rows) == len(set(rows)) == 40 and not set(rows) & {tuple(r) for r in top[:3]}
+    assert walks[0] == 160 and len(walks) <= 3  # spares: repeats within a walk cost no walk
+    assert len(index) == 43 and set(index.hot) >= {0, 1, 2}
+
+
+def test_an_ask_past_the_rounds_scores_the_hot_rows_not_every_seen_row(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from nasrl.controller import unique
+
+    # a sharp nb201 policy with its 300 most probable cells seen (all but ~1e-4 of its
+    # mass: the batched rounds draw only seen cells) and its 300 least probable ones
+    ctrl = Controller(get_space("nb201"), ControllerConfig(init_range=2.0), seed=0)
+    rows = [list(r) for r in itertools.product(range(5), repeat=6)]
+    with torch.no_grad():
+        order = torch.argsort(ctrl.score(torch.tensor(rows)).log_prob, descending=True).tolist()
+    seen = [rows[i] for i in order[:300] + order[-300:]]
+    scored: list[int] = []
+    trie_init = unique._Trie.__init__
+
+    def counting(self: Any, seen_rows: np.ndarray, controller: Controller) -> None:
+        scored.append(len(seen_rows))
+        trie_init(self, seen_rows, controller)
+
+    monkeypatch.setattr(unique._Trie, "__init__", counting)
+    index = unique.SeenIndex(6)
+    for row in seen:
+        index.add(row)
+    gen = torch.Generator().manual_seed(0)
+    # no hot rows yet: the hot trie holds the rounds' repeats only, misses seen mass, and
+    # gives way to the full trie, which marks hot the rows that carry the seen mass
+    first = unique.draw_unseen(ctrl, index, 2, gen)
+    assert scored[-1] == 600 and 0 < len(index.hot) < 300
+    hot = len(index.hot)
+    second = unique.draw_unseen(ctrl, index, 2, gen)
+    assert scored[-1] == hot  # the hot trie served this ask: it scored the hot rows alone
+    drawn = [tuple(r) for r, _ in first + second]
+    assert len(set(drawn)) == 4 and not set(drawn) & {tuple(r) for r in seen}
+
+
+def test_the_hot_rows_travel_in_the_state_so_a_resumed_run_asks_the_same() -> None:
+    from nasrl.strategies.base import Observation
+    from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
+
+    def run(resume_at: int | None) -> tuple[list[str], dict[str, Any]]:
+        def make() -> Reinforce:
+            return Reinforce(SMALL, 5, ReinforceConfig(batch_size=4, learning_rate=0.3))
+        strategy, keys, saved = make(), [], {}
+        for round_ in range(6):
+            if round_ == resume_at:
+                saved = strategy.state_dict()
+                strategy = make()
+                strategy.load_state_dict(saved)
+            archs = strategy.ask(4)
+            keys += [a.key for a in archs]
+            strategy.tell([Observation(a, int(a.key[:4], 16) / 65535) for a in archs])
+        return keys, saved
+
+    straight, _ = run(None)
+    resumed, saved = run(4)
+    assert saved["seen_hot"]  # the state the run resumed from had hot rows
+    assert resumed == straight and len(set(straight)) == 24
 
 
 def test_a_state_with_an_unknown_sampler_is_refused() -> None:
@@ -339,3 +458,40 @@ def test_a_state_with_an_unknown_sampler_is_refused() -> None:
     strategy = Reinforce(SMALL, 0)
     with pytest.raises(ValueError, match="unknown sampler 'beam'"):
         strategy.load_state_dict(strategy.state_dict() | {"sampler": "beam"})
+
+
+@pytest.mark.parametrize("space", [ConvSpace(num_layers=5, predict_strides=True), get_space("nb201")],
+                         ids=["conv", "nb201"])
+def test_the_lean_scores_are_the_full_scores_log_probabilities(space: SearchSpace) -> None:
+    ctrl = Controller(space, ControllerConfig(init_range=1.0), seed=3)
+    with torch.no_grad():
+        tokens = ctrl.sample(16, torch.Generator().manual_seed(0)).tokens
+        lean = ctrl.token_log_probs(tokens)
+        assert torch.equal(lean, ctrl.score(tokens).token_log_prob)
+
+
+def test_a_walk_of_many_rows_weighs_each_token_as_a_walk_of_one_does() -> None:
+    from nasrl.controller.unique import _Trie, _weights
+
+    ctrl, top, _ = _conditional_setup()
+    with torch.no_grad():
+        trie = _Trie(np.asarray(top[1:], dtype=np.int16), ctrl)
+        out = ctrl.score(torch.tensor([top[0]]))
+    trie.add(out, 0)  # a row added during the ask, outside the sorted block
+    d = 2
+    prefixes = [top[0][:d], top[1][:d], top[2][:d], [4, 4]]  # the last shared by no row
+    lo, hi, extra = [], [], []
+    for prefix in prefixes:  # each prefix's block of the sorted rows, and the extra rows under it
+        inside = np.flatnonzero((trie.rows[:, :d] == prefix).all(1))
+        lo.append(int(inside[0]) if len(inside) else 0)
+        hi.append(int(inside[-1]) + 1 if len(inside) else 0)
+        extra.append([0] if top[0][:d] == prefix else [])
+    probs = np.random.default_rng(0).dirichlet(np.ones(5), size=4)
+    weights, left, right = trie.pick_many(probs, np.array(lo), np.array(hi), extra, d)
+    for i in range(4):
+        kids, mass, count = trie.children((lo[i], hi[i]), extra[i], d, 5)
+        expected = _weights(probs[i].tolist(), mass, [c < trie.sizes[d + 1] for c in count])
+        assert weights[i].tolist() == pytest.approx(expected, abs=0, rel=1e-12)
+        assert list(zip(left[i].tolist(), right[i].tolist(), strict=True)) == kids
+    assert weights[3].tolist() == pytest.approx(probs[3].tolist(), abs=0, rel=1e-12)
+    assert not np.allclose(weights[0], probs[0])  # the seen rows below weigh in

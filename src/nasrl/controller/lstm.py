@@ -188,6 +188,14 @@ class Controller(nn.Module):
             )
         return self._score(tokens.long(), self.space)
 
+    def token_log_probs(self, tokens: Tensor) -> Tensor:
+        """(n, num_tokens) each known token's log-probability given the ones before it,
+        without the entropies and states :meth:`score` also returns (a third of its time):
+        what sampling without replacement scores seen sequences with."""
+        if self.feasible is not None or self._tiers is not None or tokens.shape[1] == 0:
+            return self.score(tokens).token_log_prob
+        return self._score_fused(tokens.long(), self.space, lean=True).token_log_prob
+
     def score_rows(self, rows: Sequence[Sequence[int]]) -> ControllerOutput:
         """Score token rows of different depths of the space's family in one batch.
 
@@ -230,7 +238,7 @@ class Controller(nn.Module):
             return self._walk(tokens.shape[0], tokens, None, space=space)
         return self._score_fused(tokens, space)
 
-    def _score_fused(self, tokens: Tensor, space: SearchSpace) -> ControllerOutput:
+    def _score_fused(self, tokens: Tensor, space: SearchSpace, lean: bool = False) -> ControllerOutput:
         """The same numbers as :meth:`_walk` with ``forced`` tokens (equal to float
         rounding; tested), at a fraction of the cost: the walk records some 15 autograd
         nodes per step and per layer, so a 20-layer ``conv`` update spent most of its time
@@ -270,15 +278,19 @@ class Controller(nn.Module):
         if inputs:
             outputs.append(self._run_cells(torch.stack(inputs, 1), state)[0])
         steps_h = torch.cat(outputs, 1)  # (n, steps, H): the state each decision is drawn from
-        parts = [self._score_kind(kind, steps_h[:, steps], tokens[:, positions])
+        parts = [self._score_kind(kind, steps_h[:, steps], tokens[:, positions], lean)
                  for kind, (steps, positions) in by_kind.items()]
         order = [p for _, positions in by_kind.values() for p in positions]
         if len(anchors) > 1:
-            parts.append(self._score_flags(torch.stack(anchors, 1), tokens, anchor_pos))
+            parts.append(self._score_flags(torch.stack(anchors, 1), tokens, anchor_pos, lean))
             order += [anchor_pos[i] + j for i in range(1, len(anchors)) for j in range(i)]
-        logp, ent, hid = (torch.cat([part[k] for part in parts], 1) for k in range(3))
         back = torch.empty(len(order), dtype=torch.long)
         back[torch.tensor(order)] = torch.arange(len(order))  # token position -> column
+        if lean:  # log-probabilities only (the parts carry them thrice)
+            logp = torch.cat([part[0] for part in parts], 1)[:, back]
+            return ControllerOutput(tokens=tokens, log_prob=logp.sum(1), entropy=logp.new_zeros(n),
+                                    token_log_prob=logp, token_hidden=logp.new_zeros(n, 0, hidden))
+        logp, ent, hid = (torch.cat([part[k] for part in parts], 1) for k in range(3))
         logp, ent, hid = logp[:, back], ent[:, back], hid[:, back]
         return ControllerOutput(tokens=tokens, log_prob=logp.sum(1), entropy=ent.sum(1),
                                 token_log_prob=logp, token_hidden=hid, token_entropy=ent)
@@ -298,13 +310,17 @@ class Controller(nn.Module):
         out, h_n, c_n = torch.lstm(inputs, (h0, c0), weights, True, layers, 0.0, False, False, True)
         return out, list(zip(h_n.unbind(0), c_n.unbind(0), strict=True))
 
-    def _score_kind(self, kind: str, h: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Log-probability and entropy of one kind's tokens (n, k) from their states."""
+    def _score_kind(self, kind: str, h: Tensor, tokens: Tensor, lean: bool = False
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Log-probability and entropy of one kind's tokens (n, k) from their states
+        (``lean``: the log-probabilities in every slot)."""
         logp_all = F.log_softmax(self._squash(self.heads[kind](h)), dim=-1)
         logp = logp_all.gather(2, tokens[:, :, None]).squeeze(2)
+        if lean:
+            return logp, logp, logp
         return logp, -(logp_all.exp() * logp_all).sum(2), h
 
-    def _score_flags(self, anchors: Tensor, tokens: Tensor, anchor_pos: list[int]
+    def _score_flags(self, anchors: Tensor, tokens: Tensor, anchor_pos: list[int], lean: bool = False
                      ) -> tuple[Tensor, Tensor, Tensor]:
         """Every skip flag at once: the attention of each anchor i (query) over the
         earlier anchors j < i, flags ordered by (i, j) as the tokens are."""
@@ -315,6 +331,8 @@ class Controller(nn.Module):
         pair = torch.stack([F.logsigmoid(-logit), F.logsigmoid(logit)], -1)
         positions = torch.tensor(anchor_pos)[i] + j
         logp = pair.gather(2, tokens[:, positions][:, :, None]).squeeze(2)
+        if lean:
+            return logp, logp, logp
         return logp, -(pair.exp() * pair).sum(2), anchors[:, i]
 
     # -- the walk ------------------------------------------------------------------------

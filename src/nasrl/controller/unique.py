@@ -19,7 +19,11 @@ Both stages draw from the same distribution: the first unseen sequence among ind
 draws from P is distributed as P conditioned on unseen, and so is each next one given the
 ones accepted before it. The batched draws are the cheap path (one controller pass,
 independent of how much was seen); the trie is the exact fallback once the policy has
-concentrated. The trie is not kept as tuple prefixes (memory quadratic in the sequence
+concentrated. Between them, a trie over only the *hot* seen sequences -- those that
+carried the policy's seen mass at the last full trie, or were drawn again since -- with the
+rare draw that lands on another seen one rejected, draws from the same distribution at a
+cost independent of how much was seen (:func:`_draw_from_hot`).
+The trie is not kept as tuple prefixes (memory quadratic in the sequence
 length: 1.6 GB at 6,000 twenty-layer architectures) but implied by the seen sequences
 sorted lexicographically; M is one batched scoring pass of the seen sequences, recomputed
 only when the fallback runs, because the policy changes between asks.
@@ -29,27 +33,55 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from nasrl.controller.lstm import Controller
+from nasrl.controller.lstm import Controller, ControllerOutput
 
-SAMPLERS: dict[str, tuple[int, ...]] = {
-    "trie": (),
-    "batched-then-trie": (2,),
-    "batched-rounds-then-trie": (2, 16, 128),
+
+class Sampler(NamedTuple):
+    rounds: tuple[int, ...]
+    """Batched draws per sequence still wanted, round by round, before any trie."""
+    hot: bool = False
+    """Before the trie over every seen sequence, a trie over the hot ones only, with
+    rejection (:func:`_draw_from_hot`)."""
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "trie": Sampler(()),
+    "batched-then-trie": Sampler((2,)),
+    "batched-rounds-then-trie": Sampler((2, 16, 128)),
+    "batched-rounds-then-hot": Sampler((2, 16), hot=True),
 }
-"""Batched draws per sequence still wanted, round by round, before the exact fallback;
-the names are what a strategy state records, so a saved run resumes with the sampler it
-used (the rounds consume the generator differently). Each round is one controller pass,
-which costs about as much for 128 sequences as for 16 (the per-step overhead dominates at
-these sizes), while the fallback scores every seen sequence: ~110 ms at 1,600 six-layer
-sequences, ~1 s at 12,800. Once the policy has concentrated, 2 per sequence wanted left a
-third of the asks to the fallback (ask time 9-19 ms per architecture at 6 layers); rounds
-of 16 and then 128 make it rare (~3.5 ms) until fewer than ~1 in 100 draws is unseen."""
-DEFAULT_SAMPLER = "batched-rounds-then-trie"
+"""How an ask draws; the names are what a strategy state records, so a saved run resumes
+with the sampler it used (each consumes the generator differently). Each batched round is
+one controller pass, which costs about as much for 128 sequences as for 16 (the per-step
+overhead dominates at these sizes). The exact trie scores every seen sequence of the
+depth: ~110 ms at 1,600 six-layer sequences, ~1 s at 12,800 or at 4,000 twenty-layer
+ones, and once a policy has collapsed nearly every ask needs it. The hot trie scores at
+most :data:`HOT_MAX` sequences -- those that carried the policy's seen mass at the last
+full trie, or were drawn again since -- and rejects the draws that land on another seen
+sequence: the same distribution, at a cost independent of how much was seen (paired on
+the states of one paper-scale run with the default step, 8-12 layers: 2-3x less CPU per
+architecture than "batched-rounds-then-trie" once the policy has collapsed, the same
+before). Rounds of 128 cost more than a hot trie and are left out."""
+DEFAULT_SAMPLER = "batched-rounds-then-hot"
+HOT_WALKS = 3
+"""Walks the hot trie may take per ask before the trie over every seen sequence takes over
+(and marks the hot set again): bounds an ask's cost at that of the exact trie plus a few
+walks."""
+WALK_ROWS = 4
+"""Rows drawn per walk for each sequence still wanted: a walk costs per step, hardly per
+row, so drawing spares makes a rejected row or a repeat within the walk nearly free."""
+HOT_MAX = 128
+"""At most this many hot sequences: the hot trie scores them all on every ask it serves
+(~30 ms at 20 layers per 100)."""
+HOT_TAIL = 0.05
+"""The full trie marks hot the most probable seen sequences, as many as leave out at most
+this share of the unseen mass: right after, under 5% of the hot trie's draws are rejected."""
 SCORE_CHUNK = 1024
 """Seen sequences scored per controller pass when the fallback recomputes M: bounds the
 memory of a pass (hidden states per token) whatever the number seen."""
@@ -61,9 +93,23 @@ class SeenIndex:
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self._members: set[bytes] = set()
+        self._members: dict[bytes, int] = {}  # row bytes -> position
         self._rows = np.zeros((64, self.length), dtype=np.int16)
         self.n = 0
+        self.hot: dict[int, None] = {}
+        """Positions of the seen sequences that carried the policy's seen mass lately, least
+        recently marked first (:func:`_draw_from_hot` scores only these); part of a
+        strategy's state, since which they are changes what an ask draws."""
+
+    def position(self, row: Sequence[int]) -> int | None:
+        return self._members.get(np.asarray(row, dtype=np.int16).tobytes())
+
+    def mark_hot(self, positions: Iterable[int]) -> None:
+        for p in positions:
+            self.hot.pop(p, None)
+            self.hot[p] = None
+        while len(self.hot) > HOT_MAX:
+            del self.hot[next(iter(self.hot))]
 
     def __len__(self) -> int:
         return self.n
@@ -84,7 +130,7 @@ class SeenIndex:
         key = arr.tobytes()
         if key in self._members:
             return False
-        self._members.add(key)
+        self._members[key] = self.n
         if self.n == len(self._rows):  # grow by doubling: amortized constant per row
             self._rows = np.concatenate([self._rows, np.zeros_like(self._rows)])
         self._rows[self.n] = arr
@@ -93,47 +139,127 @@ class SeenIndex:
 
 
 class _Trie:
-    """The seen sequences as a trie for one ask of the exact fallback: sorted
-    lexicographically, the sequences below any prefix are one contiguous block, found by
-    binary search column by column; M of a block is a difference of column-wise cumulative
-    sums of the suffix probabilities. Sequences drawn during the ask are kept aside."""
+    """Seen sequences as a trie for one ask: sorted lexicographically, the sequences below
+    any prefix are one contiguous block, found by binary search column by column; M of a
+    block is a difference of column-wise cumulative sums of the suffix probabilities.
+    Sequences added during the ask (drawn, or rejected by the hot trie) are kept aside."""
 
-    def __init__(self, index: SeenIndex, controller: Controller) -> None:
+    def __init__(self, rows: np.ndarray, controller: Controller) -> None:
         arities = controller.space.token_arities()
-        if len(arities) != index.length:
-            raise ValueError(f"seen index of {index.length} tokens for a space of {len(arities)}")
+        if rows.shape[1] != len(arities):
+            raise ValueError(f"seen rows of {rows.shape[1]} tokens for a space of {len(arities)}")
+        length = len(arities)
         # sizes[d] = number of distinct completions of a prefix of length d
-        self.sizes = [math.prod(arities[d:]) for d in range(len(arities) + 1)]
-        rows = index.rows
-        self.rows = rows[np.lexsort(rows.T[::-1])] if len(rows) else rows  # first column primary
-        suffix = np.zeros((len(self.rows), index.length + 1))
+        self.sizes = [math.prod(arities[d:]) for d in range(length + 1)]
+        order = np.lexsort(rows.T[::-1]) if len(rows) else np.arange(0)  # first column primary
+        self.rows = rows[order]
+        suffix = np.zeros((len(self.rows), length + 1))
         for start in range(0, len(self.rows), SCORE_CHUNK):
             chunk = torch.from_numpy(self.rows[start : start + SCORE_CHUNK].astype(np.int64))
-            suffix[start : start + len(chunk)] = _suffix_probs(controller.score(chunk).token_log_prob)
-        self.cum = np.concatenate([np.zeros((1, index.length + 1)), suffix.cumsum(0)])
-        self.extra: list[tuple[list[int], list[float]]] = []  # (row, suffix probs) drawn now
+            suffix[start : start + len(chunk)] = _suffix_probs(controller.token_log_probs(chunk))
+        self.cum = np.concatenate([np.zeros((1, length + 1)), suffix.cumsum(0)])
+        self.probs = np.empty(len(rows))  # P of each given row, in the order given
+        self.probs[order] = suffix[:, 0]
+        self.extra: list[tuple[list[int], list[float]]] = []  # (row, suffix probs) added now
+        self._below: dict[int, np.ndarray] = {}
 
-    def children(self, block: tuple[int, int], prefix: list[int], k: int
+    def _less(self, d: int, k: int) -> np.ndarray:
+        """(k + 1, N + 1): [t, j] = how many of the first j rows have a token < t at ``d``
+        (computed once per column): within a block, where token t's sub-block starts."""
+        if d not in self._below:
+            less = self.rows[:, d][None, :] < np.arange(k + 1)[:, None]
+            self._below[d] = np.concatenate([np.zeros((k + 1, 1), np.int64), less.cumsum(1)], 1)
+        return self._below[d]
+
+    def pick_many(self, probs: np.ndarray, lo: np.ndarray, hi: np.ndarray, extra: list[list[int]],
+                  d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`children` and :func:`_weights` for m rows at once (a walk of many rows
+        spends its time here otherwise): probs (m, k), each row's block rows[lo:hi] ->
+        the weights (m, k) and the sub-blocks' bounds (m, k) of each next token."""
+        k = probs.shape[1]
+        less = self._less(d, k)
+        edges = lo[:, None] + less[:, hi].T - less[:, lo].T  # (m, k + 1)
+        left, right = edges[:, :k], edges[:, 1:]
+        mass = self.cum[right, d + 1] - self.cum[left, d + 1]
+        count = right - left
+        for i, rows in enumerate(extra):
+            for e in rows:
+                row, suffix = self.extra[e]
+                mass[i, row[d]] += suffix[d + 1]
+                count[i, row[d]] += 1
+        open_ = count < self.sizes[d + 1]
+        weights = np.where(open_, probs * np.maximum(0.0, 1.0 - mass), 0.0)
+        for j in np.flatnonzero(weights.sum(1) <= 0):  # as _weights falls back
+            policy = np.where(open_[j], probs[j], 0.0)
+            weights[j] = policy if policy.sum() > 0 else probs[j]
+        return weights, left, right
+
+    def children(self, block: tuple[int, int], extra: list[int], d: int, k: int
                  ) -> tuple[list[tuple[int, int]], list[float], list[int]]:
-        """For each next token t of ``prefix`` (whose sequences are rows[block]): the block
-        of prefix + t, its mass M and its count of seen sequences."""
-        d, (lo, hi) = len(prefix), block
+        """For each next token t of a prefix of length ``d`` (whose sequences are
+        rows[block] and the ``extra`` rows listed): the block of prefix + t, its mass M and
+        its count of seen sequences."""
+        lo, hi = block
         column = self.rows[lo:hi, d]
         left = lo + np.searchsorted(column, np.arange(k), side="left")
         right = lo + np.searchsorted(column, np.arange(k), side="right")
         blocks = list(zip(left.tolist(), right.tolist(), strict=True))
         mass = (self.cum[right, d + 1] - self.cum[left, d + 1]).tolist()
         count = (right - left).tolist()
-        for row, probs in self.extra:
-            if row[:d] == prefix:
-                mass[row[d]] += probs[d + 1]
-                count[row[d]] += 1
+        for e in extra:
+            row, probs = self.extra[e]
+            mass[row[d]] += probs[d + 1]
+            count[row[d]] += 1
         return blocks, mass, count
+
+    def draw(self, controller: Controller, generator: torch.Generator, m: int = 1) -> ControllerOutput:
+        """``m`` sequences, each from the policy conditioned on not being one of this
+        trie's (independently: they may repeat each other)."""
+        if m == 1:
+            return self._draw_one(controller, generator)
+        lo, hi = np.zeros(m, np.int64), np.full(m, len(self.rows), np.int64)
+        extra = [list(range(len(self.extra))) for _ in range(m)]  # the extra rows sharing the prefix
+
+        def pick(pos: int, logp: Tensor) -> Tensor:
+            weights, left, right = self.pick_many(logp.double().exp().numpy(), lo, hi, extra, pos)
+            toks = torch.multinomial(torch.from_numpy(weights), 1, generator=generator)[:, 0]
+            t = toks.numpy()
+            lo[:], hi[:] = left[np.arange(m), t], right[np.arange(m), t]
+            for i, rows in enumerate(extra):
+                if rows:
+                    extra[i] = [e for e in rows if self.extra[e][0][pos] == t[i]]
+            return toks
+
+        return controller.sample_with(m, pick)
+
+    def _draw_one(self, controller: Controller, generator: torch.Generator) -> ControllerOutput:
+        """One sequence, token by token as the samplers before batched trie walks drew (a
+        1-D draw per token; a prefix no seen sequence shares is drawn from the policy)."""
+        block = [(0, len(self.rows))]
+        extra = [list(range(len(self.extra)))]
+
+        def pick(pos: int, logp: Tensor) -> Tensor:
+            w = logp[0].double().exp().tolist()
+            below: list[tuple[int, int]] | None = None
+            if block[0][0] < block[0][1] or extra[0]:  # else nothing seen below: P as it is
+                below, mass, count = self.children(block[0], extra[0], pos, len(w))
+                w = _weights(w, mass, [c < self.sizes[pos + 1] for c in count])
+            tok = int(torch.multinomial(torch.tensor(w, dtype=torch.float64), 1, generator=generator))
+            if below is not None:
+                block[0] = below[tok]
+            extra[0] = [e for e in extra[0] if self.extra[e][0][pos] == tok]
+            return torch.tensor([tok])
+
+        return controller.sample_with(1, pick)
+
+    def add(self, out: ControllerOutput, i: int) -> None:
+        """Row ``i`` of a draw joins the trie for the rest of the ask."""
+        self.extra.append((out.tokens[i].tolist(), _suffix_probs(out.token_log_prob[i : i + 1])[0].tolist()))
 
 
 def _suffix_probs(token_logp: Tensor) -> np.ndarray:
     """(m, T) per-token log P -> (m, T+1) with [:, d] = P(row[d:] | row[:d])."""
-    lp = token_logp.double()
+    lp = token_logp.detach().double()
     suffix = torch.cat([lp.flip(1).cumsum(1).flip(1), lp.new_zeros(len(lp), 1)], 1)
     return suffix.exp().numpy()
 
@@ -145,48 +271,127 @@ def draw_unseen(
 ) -> list[tuple[list[int], float]]:
     """Draw ``n`` distinct token sequences not in ``index`` and add them to it; returns
     (tokens, log P) pairs. log P is the *unconditioned* policy's log-probability, which is
-    what the policy gradient differentiates. ``sampler`` names the batched rounds tried
-    before the exact trie (:data:`SAMPLERS`; "trie" is how runs saved before the batched
-    draws existed sampled, so they resume identically)."""
+    what the policy gradient differentiates. ``sampler`` names the stages tried before the
+    exact trie (:data:`SAMPLERS`; "trie" is how runs saved before the batched draws
+    existed sampled, so they resume identically)."""
+    spec = SAMPLERS[sampler]
     results: list[tuple[list[int], float]] = []
-    for per_wanted in SAMPLERS[sampler]:
+    hits: list[int] = []  # positions of the seen sequences the rounds drew again
+    for per_wanted in spec.rounds:
         if len(results) >= n:
             break
         out = controller.sample(per_wanted * (n - len(results)), generator, entropy=False)
         for row, lp in zip(out.tokens.tolist(), out.log_prob.tolist(), strict=True):
             if len(results) < n and index.add(row):
                 results.append((row, lp))
+            elif spec.hot and (pos := index.position(row)) is not None:
+                hits.append(pos)
+    if not spec.hot:
+        if len(results) < n:
+            results += _draw_from_trie(controller, index, n - len(results), generator)
+        return results
+    index.mark_hot(hits)  # drawn again just now: where the seen mass is
     if len(results) < n:
-        results += _draw_from_trie(controller, index, n - len(results), generator)
+        results += _draw_from_hot(controller, index, n - len(results), generator)
+    if len(results) < n:
+        results += _draw_from_all(controller, index, n - len(results), generator)
     return results
 
 
+@torch.no_grad()
+def _draw_from_all(
+    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator
+) -> list[tuple[list[int], float]]:
+    """The exact trie over every seen sequence, in batched walks; it also marks hot the
+    sequences that carry the seen mass now (:func:`_carriers`)."""
+    trie = _Trie(index.rows, controller)
+    index.hot = {}
+    index.mark_hot(_carriers(trie.probs))
+    results: list[tuple[list[int], float]] = []
+    while len(results) < n:
+        results += _draw_batched(controller, trie, index, n - len(results), generator, full=True)
+    return results
+
+
+@torch.no_grad()
+def _draw_from_hot(
+    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator
+) -> list[tuple[list[int], float]]:
+    """Up to ``n`` draws from the policy conditioned on not being seen, with a trie over
+    the hot sequences (a subset H of the seen set S) and rejection: each attempt draws
+    exactly from P conditioned on not in H and is kept iff it is not in S, so what is kept
+    is P conditioned on not in S -- the exact trie's distribution, whatever H is; H only
+    sets how often an attempt is rejected. A rejected sequence, which carries seen mass H
+    missed, joins H. Stops after :data:`HOT_WALKS` walks, leaving the rest to the trie over
+    all of S."""
+    trie = _Trie(index.rows[list(index.hot)], controller)
+    return _draw_batched(controller, trie, index, n, generator, full=False)
+
+
+def _draw_batched(
+    controller: Controller, trie: _Trie, index: SeenIndex, n: int, generator: torch.Generator,
+    *, full: bool,
+) -> list[tuple[list[int], float]]:
+    """The still-wanted sequences drawn :data:`WALK_ROWS` times over in one walk at a time
+    (a 20-layer walk pays per step, not per row), each row from the trie's conditional
+    policy, independently. They are taken in order: an unseen row not taken yet is kept;
+    a seen row outside the trie is rejected and joins it (and the hot set: it carried seen
+    mass the trie missed); a repeat of a row kept in this walk is skipped -- rejection
+    again, so each kept row is distributed as if drawn after the ones before it. Rows past
+    the last one wanted are dropped unread. ``full``: the trie holds every seen sequence
+    (no rejections; once everything is seen, repeats are let through)."""
+    results: list[tuple[list[int], float]] = []
+    in_trie = set(range(len(index))) if full else set(index.hot)
+    for _ in range(HOT_WALKS):
+        out = trie.draw(controller, generator, WALK_ROWS * (n - len(results)))
+        before = set(in_trie)
+        for i, row in enumerate(out.tokens.tolist()):
+            if len(results) == n:
+                break
+            known = index.position(row)
+            if known is not None and known in before:  # only once its whole subtree is seen
+                if not full:
+                    return results  # the full trie takes over
+                results.append((row, float(out.log_prob[i])))  # everything is seen
+            elif known is None:
+                index.add(row)
+                results.append((row, float(out.log_prob[i])))
+                in_trie.add(index.n - 1)
+                trie.add(out, i)
+            elif known not in in_trie:  # seen, not in the trie: its mass was missed
+                index.mark_hot([known])
+                in_trie.add(known)
+                trie.add(out, i)
+        if len(results) == n:
+            break
+    return results
+
+
+@torch.no_grad()
 def _draw_from_trie(
     controller: Controller, index: SeenIndex, n: int, generator: torch.Generator
 ) -> list[tuple[list[int], float]]:
-    trie = _Trie(index, controller)
+    """The exact trie, one draw per walk: how the samplers before the hot trie drew."""
+    trie = _Trie(index.rows, controller)
     results: list[tuple[list[int], float]] = []
     for _ in range(n):
-        prefix: list[int] = []
-        block = [(0, len(trie.rows))]
-
-        def pick(pos: int, logp: Tensor, prefix: list[int] = prefix,
-                 block: list[tuple[int, int]] = block) -> Tensor:
-            probs = logp[0].double().exp().tolist()
-            blocks, mass, count = trie.children(block[0], prefix, len(probs))
-            open_ = [c < trie.sizes[pos + 1] for c in count]
-            tok = int(torch.multinomial(torch.tensor(_weights(probs, mass, open_), dtype=torch.float64),
-                                        1, generator=generator))
-            prefix.append(tok)
-            block[0] = blocks[tok]
-            return torch.tensor([tok])
-
-        out = controller.sample_with(1, pick)
+        out = trie.draw(controller, generator)
         row = out.tokens[0].tolist()
         if index.add(row):  # a repeat only once everything was seen
-            trie.extra.append((row, _suffix_probs(out.token_log_prob)[0].tolist()))
+            trie.add(out, 0)
         results.append((row, float(out.log_prob[0])))
     return results
+
+
+def _carriers(probs: np.ndarray) -> list[int]:
+    """Positions of the most probable sequences, as many as hold all the seen mass but
+    HOT_TAIL of the unseen mass (at most HOT_MAX), least probable first (evicted first)."""
+    order = np.argsort(-probs, kind="stable")
+    seen = float(probs.sum())
+    unseen = max(1.0 - seen, 1e-12)
+    held = np.cumsum(probs[order])
+    k = int(np.searchsorted(held, seen - HOT_TAIL * unseen)) + 1
+    return [int(p) for p in order[: min(k, HOT_MAX)][::-1]]
 
 
 def _weights(probs: list[float], mass: list[float], open_: list[bool]) -> list[float]:

@@ -32,12 +32,15 @@ from nasrl.spaces.base import Architecture, SearchSpace
 def lognormal_durations(median: float, sigma: float) -> Callable[[Task], float]:
     """Seconds a child takes: log-normal with this median and log-space sigma, drawn from
     the trial's own seed (a retried or resumed trial takes the same time)."""
-    mu = math.log(median)
-
     def duration(task: Task) -> float:
-        return float(np.random.default_rng([task.seed, 0x51]).lognormal(mu, sigma))
+        return lognormal_seconds(task.seed, median, sigma)
 
     return duration
+
+
+def lognormal_seconds(seed: int, median: float, sigma: float) -> float:
+    """The time :func:`lognormal_durations` gives the child of this trial seed."""
+    return float(np.random.default_rng([seed, 0x51]).lognormal(math.log(median), sigma))
 
 
 @dataclass

@@ -702,6 +702,8 @@ class Reinforce(Strategy):
             # compact arrays, not lists of ints: this state is saved after every round
             "seen_rows": {n: torch.from_numpy(index.rows.copy()) for n, index in self.seen_rows.items()},
             "sampler": self.sampler,
+            "seen_hot": {n: torch.tensor(list(index.hot), dtype=torch.long)
+                         for n, index in self.seen_rows.items() if index.hot},
             "advantage_shaping": self.shaping,
             "rank_ref": list(self.rank_ref),
             "elite_halflife": self.elite_halflife,
@@ -732,6 +734,12 @@ class Reinforce(Strategy):
         for row in rows:
             self.seen[self.space.space_of_tokens(len(row)).from_tokens(row).key] = list(row)
             self._rows_of(len(row)).add(row)
+        for n, positions in state.get("seen_hot", {}).items():  # absent: saved before hot sets
+            index = self._rows_of(int(n))
+            hot = [int(p) for p in positions.tolist()]
+            if any(not 0 <= p < len(index) for p in hot):
+                raise ValueError(f"hot seen rows of depth {n} point past its {len(index)} rows")
+            index.hot = dict.fromkeys(hot)
         # absent: saved before the batched draws existed, when every draw took the trie
         self.sampler = str(state.get("sampler", "trie"))
         if self.sampler not in SAMPLERS:
