@@ -65,7 +65,7 @@ ones, and once a policy has collapsed nearly every ask needs it. The hot trie sc
 most :data:`HOT_MAX` sequences -- those that carried the policy's seen mass at the last
 full trie, or were drawn again since -- and rejects the draws that land on another seen
 sequence: the same distribution, at a cost bounded by the hot set's size (paired on the
-states of a paper-scale run with the default step, 8-20 layers: 1.9-3.1x less CPU per
+states of a paper-scale run with the default step, 8-20 layers: 1.4-2.7x less CPU per
 architecture than "batched-rounds-then-trie" once the policy has collapsed, the same
 before). Rounds of 128 cost more than a hot trie and are left out."""
 DEFAULT_SAMPLER = "batched-rounds-then-hot"
@@ -76,10 +76,12 @@ walks."""
 WALK_ROWS = 4
 """Rows drawn per walk for each sequence still wanted: a walk costs per step, hardly per
 row, so drawing spares makes a rejected row or a repeat within the walk nearly free."""
-HOT_MAX = 512
+HOT_MAX = 128
 """At most this many hot sequences: the hot trie scores them all on every ask it serves
 (~30 ms at 20 layers per 100). A collapsed 16-20 layer policy spreads its seen mass over a
-few hundred: with 128 the full trie still served 25-65% of the asks there."""
+few hundred, so the full trie still serves 25-65% of the asks there; 512 made those asks
+3x cheaper instead of 2x, but asynchronous asks of 1-5 architectures paid the larger
+scoring each time (simulation, 512 workers: 26.5 ms per trial against 12.1)."""
 HOT_TAIL = 0.05
 """The full trie marks hot the most probable seen sequences, as many as leave out at most
 this share of the unseen mass: right after, under 5% of the hot trie's draws are rejected."""
