@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Any
 
@@ -233,7 +234,7 @@ def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> No
     assert keys == LEGACY_ASKS
     # and a state saved now keeps the batched draws on across a resume
     fresh = make()
-    assert fresh.state_dict()["sampler"] == "batched-rounds-then-hot"
+    assert fresh.state_dict()["sampler"] == "batched-rounds-then-adaptive-hot"
 
 
 @pytest.mark.parametrize("n", [1, 5, 16])
@@ -358,7 +359,8 @@ def _conditional_setup() -> tuple[Controller, list[list[int]], list[float]]:
     return ctrl, top, probs
 
 
-def test_the_hot_trie_with_rejection_draws_the_policy_conditioned_on_all_seen() -> None:
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_the_hot_trie_with_rejection_draws_the_policy_conditioned_on_all_seen(adaptive: bool) -> None:
     from nasrl.controller.unique import SeenIndex, _draw_from_hot
 
     ctrl, top, probs = _conditional_setup()
@@ -368,7 +370,7 @@ def test_the_hot_trie_with_rejection_draws_the_policy_conditioned_on_all_seen() 
         for row in top[:3]:
             index.add(row)
         index.mark_hot([0])  # the trie knows one seen row; the two others are rejected
-        drawn = _draw_from_hot(ctrl, index, 1, torch.Generator().manual_seed(s))
+        drawn = _draw_from_hot(ctrl, index, 1, torch.Generator().manual_seed(s), adaptive=adaptive)
         assert len(drawn) == 1 and drawn[0][0] not in top[:3] and drawn[0][0] in index
         draws.append(tuple(drawn[0][0]))
     expected = probs[3] / (1 - sum(probs[:3]))
@@ -418,14 +420,69 @@ def test_an_ask_past_the_rounds_scores_the_hot_rows_not_every_seen_row(
         index.add(row)
     gen = torch.Generator().manual_seed(0)
     # no hot rows yet: the hot trie holds the rounds' repeats only, misses seen mass, and
-    # gives way to the full trie, which marks hot the rows that carry the seen mass
-    first = unique.draw_unseen(ctrl, index, 2, gen)
+    # (in three walks of 4 rows per sequence wanted) gives way to the full trie, which
+    # marks hot the rows that carry the seen mass
+    sampler = "batched-rounds-then-hot"
+    first = unique.draw_unseen(ctrl, index, 2, gen, sampler=sampler)
     assert scored[-1] == 600 and 0 < len(index.hot) < 300
     hot = len(index.hot)
-    second = unique.draw_unseen(ctrl, index, 2, gen)
+    second = unique.draw_unseen(ctrl, index, 2, gen, sampler=sampler)
     assert scored[-1] == hot  # the hot trie served this ask: it scored the hot rows alone
     drawn = [tuple(r) for r, _ in first + second]
     assert len(set(drawn)) == 4 and not set(drawn) & {tuple(r) for r in seen}
+
+
+# What the "batched-rounds-then-hot" sampler (8b7b8a9: three hot walks of 4 rows per
+# sequence wanted, hot rows evicted least recently marked first) asked on a collapsing
+# nb201 run, resumed halfway, that reaches its hot trie 42 times, its full trie 10 times
+# and a full hot set: sha256 of the keys, space-separated (480 distinct architectures).
+HOT_SAMPLER_ASKS = "aca63f099832640d"
+
+
+def _collapsing_asks(sampler: str | None, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], int]:
+    """The keys a sharpening nb201 REINFORCE run asks (60 asks of 8), and how many of its
+    asks scored every seen row (the full trie)."""
+    from nasrl.controller import unique
+    from nasrl.strategies.base import Observation
+    from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
+
+    full: list[int] = []
+    draw_from_all = unique._draw_from_all
+    monkeypatch.setattr(unique, "_draw_from_all",
+                        lambda *a, **k: full.append(1) or draw_from_all(*a, **k))
+
+    def make() -> Reinforce:
+        strategy = Reinforce(get_space("nb201"), 7, ReinforceConfig(batch_size=8, learning_rate=0.2))
+        if sampler is not None:  # as if loaded from a state saved with that sampler
+            strategy.load_state_dict(strategy.state_dict() | {"sampler": sampler})
+        return strategy
+
+    strategy, keys = make(), []
+    for round_ in range(60):
+        if round_ == 30:  # resumed: the sampler and the hot rows travel in the state
+            state = strategy.state_dict()
+            strategy = make()
+            strategy.load_state_dict(state)
+        archs = strategy.ask(8)
+        keys += [a.key for a in archs]
+        strategy.tell([Observation(a, int(a.key[:4], 16) / 65535) for a in archs])
+    return keys, len(full)
+
+
+def test_a_run_saved_with_the_first_hot_sampler_resumes_with_the_same_asks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    keys, full = _collapsing_asks("batched-rounds-then-hot", monkeypatch)
+    assert len(set(keys)) == 480 and full == 10
+    assert hashlib.sha256(" ".join(keys).encode()).hexdigest()[:16] == HOT_SAMPLER_ASKS
+
+
+def test_the_adaptive_hot_walks_spare_the_full_trie_where_three_fixed_walks_needed_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the same run: the fixed walks gave 10 asks to the trie over every seen row (a
+    # scoring of all of them); walks sized by the acceptance give none, and every
+    # architecture asked is still new
+    keys, full = _collapsing_asks(None, monkeypatch)
+    assert len(set(keys)) == 480 and full == 0
 
 
 def test_the_hot_rows_travel_in_the_state_so_a_resumed_run_asks_the_same() -> None:

@@ -48,6 +48,10 @@ class Sampler(NamedTuple):
     hot: bool = False
     """Before the trie over every seen sequence, a trie over the hot ones only, with
     rejection (:func:`_draw_from_hot`)."""
+    adaptive: bool = False
+    """Keep the hot set the most probable seen sequences: evict the least probable under
+    the policy of the latest hot trie (not the least recently marked), and mark hot the
+    sequences the tries draw (see :data:`DEFAULT_SAMPLER`)."""
 
 
 SAMPLERS: dict[str, Sampler] = {
@@ -55,6 +59,7 @@ SAMPLERS: dict[str, Sampler] = {
     "batched-then-trie": Sampler((2,)),
     "batched-rounds-then-trie": Sampler((2, 16, 128)),
     "batched-rounds-then-hot": Sampler((2, 16), hot=True),
+    "batched-rounds-then-adaptive-hot": Sampler((2, 16), hot=True, adaptive=True),
 }
 """How an ask draws; the names are what a strategy state records, so a saved run resumes
 with the sampler it used (each consumes the generator differently). Each batched round is
@@ -67,8 +72,13 @@ full trie, or were drawn again since -- and rejects the draws that land on anoth
 sequence: the same distribution, at a cost bounded by the hot set's size (paired on the
 states of a paper-scale run with the default step, 8-20 layers: 1.4-2.7x less CPU per
 architecture than "batched-rounds-then-trie" once the policy has collapsed, the same
-before). Rounds of 128 cost more than a hot trie and are left out."""
-DEFAULT_SAMPLER = "batched-rounds-then-hot"
+before). Rounds of 128 cost more than a hot trie and are left out.
+"batched-rounds-then-adaptive-hot" (the default since) keeps the hot set the most probable
+seen sequences and sizes its walks by the acceptance met: with the fixed three walks of 4
+rows per sequence wanted, a policy whose seen mass outgrew the hot set gave 10-20% of its
+asks to the full trie, whose scoring of all seen sequences was most of the driver's time
+at 512 simulated workers (10.9 ms per trial; 7.7 ms adaptive, no full trie in 12,800)."""
+DEFAULT_SAMPLER = "batched-rounds-then-adaptive-hot"
 HOT_WALKS = 3
 """Walks the hot trie may take per ask before the trie over every seen sequence takes over
 (and marks the hot set again): bounds an ask's cost at that of the exact trie plus a few
@@ -82,6 +92,11 @@ HOT_MAX = 128
 few hundred, so the full trie still serves 25-65% of the asks there; 512 made those asks
 3x cheaper instead of 2x, but asynchronous asks of 1-5 architectures paid the larger
 scoring each time (simulation, 512 workers: 26.5 ms per trial against 12.1)."""
+WALK_COST_ROWS = 400
+"""A walk costs about as much as scoring this many seen sequences (conv, 6 layers: ~20 ms
+a walk of 20 rows, ~40 us a scored sequence); the adaptive sampler's walk budget."""
+WALK_MAX_ROWS = 256
+"""At most this many rows per adaptive walk (~2x a 20-row walk's time at 6 layers)."""
 HOT_TAIL = 0.05
 """The full trie marks hot the most probable seen sequences, as many as leave out at most
 this share of the unseen mass: right after, under 5% of the hot trie's draws are rejected."""
@@ -295,15 +310,16 @@ def draw_unseen(
         return results
     index.mark_hot(hits)  # drawn again just now: where the seen mass is
     if len(results) < n:
-        results += _draw_from_hot(controller, index, n - len(results), generator)
+        results += _draw_from_hot(controller, index, n - len(results), generator, adaptive=spec.adaptive)
     if len(results) < n:
-        results += _draw_from_all(controller, index, n - len(results), generator)
+        results += _draw_from_all(controller, index, n - len(results), generator, adaptive=spec.adaptive)
     return results
 
 
 @torch.no_grad()
 def _draw_from_all(
-    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator
+    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator,
+    *, adaptive: bool = False,
 ) -> list[tuple[list[int], float]]:
     """The exact trie over every seen sequence, in batched walks; it also marks hot the
     sequences that carry the seen mass now (:func:`_carriers`)."""
@@ -312,13 +328,15 @@ def _draw_from_all(
     index.mark_hot(_carriers(trie.probs))
     results: list[tuple[list[int], float]] = []
     while len(results) < n:
-        results += _draw_batched(controller, trie, index, n - len(results), generator, full=True)
+        results += _draw_batched(controller, trie, index, n - len(results), generator, full=True,
+                                 adaptive=adaptive)
     return results
 
 
 @torch.no_grad()
 def _draw_from_hot(
-    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator
+    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator,
+    *, adaptive: bool = False,
 ) -> list[tuple[list[int], float]]:
     """Up to ``n`` draws from the policy conditioned on not being seen, with a trie over
     the hot sequences (a subset H of the seen set S) and rejection: each attempt draws
@@ -327,13 +345,19 @@ def _draw_from_hot(
     sets how often an attempt is rejected. A rejected sequence, which carries seen mass H
     missed, joins H. Stops after :data:`HOT_WALKS` walks, leaving the rest to the trie over
     all of S."""
-    trie = _Trie(index.rows[list(index.hot)], controller)
-    return _draw_batched(controller, trie, index, n, generator, full=False)
+    hot = list(index.hot)
+    trie = _Trie(index.rows[hot], controller)
+    if adaptive:
+        # evicted first: the least probable now. Least recently marked first evicted rows
+        # that still carried mass (a collapsed policy keeps re-drawing only its mode), and
+        # each eviction of a carrier makes later walks reject more
+        index.hot = dict.fromkeys(hot[i] for i in np.argsort(trie.probs, kind="stable"))
+    return _draw_batched(controller, trie, index, n, generator, full=False, adaptive=adaptive)
 
 
 def _draw_batched(
     controller: Controller, trie: _Trie, index: SeenIndex, n: int, generator: torch.Generator,
-    *, full: bool,
+    *, full: bool, adaptive: bool = False,
 ) -> list[tuple[list[int], float]]:
     """The still-wanted sequences drawn :data:`WALK_ROWS` times over in one walk at a time
     (a 20-layer walk pays per step, not per row), each row from the trie's conditional
@@ -345,12 +369,14 @@ def _draw_batched(
     (no rejections; once everything is seen, repeats are let through)."""
     results: list[tuple[list[int], float]] = []
     in_trie = set(range(len(index))) if full else set(index.hot)
-    for _ in range(HOT_WALKS):
-        out = trie.draw(controller, generator, WALK_ROWS * (n - len(results)))
+    read = 0  # rows read so far (adaptive: the acceptance so far sizes the next walk)
+    for _ in range(_walks(len(index), adaptive)):
+        out = trie.draw(controller, generator, _walk_rows(n - len(results), read, len(results), adaptive))
         before = set(in_trie)
         for i, row in enumerate(out.tokens.tolist()):
             if len(results) == n:
                 break
+            read += 1
             known = index.position(row)
             if known is not None and known in before:  # only once its whole subtree is seen
                 if not full:
@@ -361,6 +387,8 @@ def _draw_batched(
                 results.append((row, float(out.log_prob[i])))
                 in_trie.add(index.n - 1)
                 trie.add(out, i)
+                if adaptive:  # a trie's draw is the most probable unseen: seen mass next ask
+                    index.mark_hot([index.n - 1])
             elif known not in in_trie:  # seen, not in the trie: its mass was missed
                 index.mark_hot([known])
                 in_trie.add(known)
@@ -368,6 +396,23 @@ def _draw_batched(
         if len(results) == n:
             break
     return results
+
+
+def _walks(seen: int, adaptive: bool) -> int:
+    """Hot walks allowed before the trie over every seen sequence takes over: adaptive, as
+    many as cost what that trie's scoring would (a ski rental: never more than twice the
+    cheaper of the two), at least :data:`HOT_WALKS`."""
+    return max(HOT_WALKS, seen // WALK_COST_ROWS) if adaptive else HOT_WALKS
+
+
+def _walk_rows(wanted: int, read: int, kept: int, adaptive: bool) -> int:
+    """Rows of the next walk: :data:`WALK_ROWS` per sequence wanted; adaptive, enough for
+    the wanted ones at the acceptance seen so far in this ask, with half again to spare
+    (a walk costs per step, hardly per row: one larger walk beats several small ones)."""
+    rows = WALK_ROWS * wanted
+    if adaptive and read:
+        rows = max(rows, math.ceil(1.5 * wanted * read / max(kept, 1)))
+    return min(rows, max(WALK_ROWS * wanted, WALK_MAX_ROWS))
 
 
 @torch.no_grad()
