@@ -431,7 +431,9 @@ class Reinforce(Strategy):
     def _update(self, batch: list[tuple[Architecture, float]]) -> None:
         archs = [a for a, _ in batch]
         returns = torch.tensor([r for _, r in batch])
-        rows = [self.space.space_of(a).to_tokens(a) for a in archs]  # one depth or several
+        # one depth or several; tell() has recorded each one's tokens (encoding them again
+        # was a tenth of an update)
+        rows = [self.seen.get(a.key) or self.space.space_of(a).to_tokens(a) for a in archs]
         # an architecture told without a tier (seeded, or asked before a resume) is
         # scored under the top tier, whose set holds every feasible one
         tiers = [self.tier_of.get(a.key, len(self.tier_sets) - 1) for a in archs]
@@ -461,8 +463,7 @@ class Reinforce(Strategy):
                 loss = loss + cfg.l2 * sum((p**2).sum() for p in self.controller.parameters())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.controller.parameters(), max_norm))
+            grad_norm = self._clip_grads(cfg.grad_clip)
             self.optimizer.step()
             loss_value, entropy = loss.item(), out.entropy.mean().item()
         if self.critic is not None:
@@ -489,6 +490,15 @@ class Reinforce(Strategy):
             "controller/advantage_var": _masked_var(advantage, out.token_mask),
             **measured,
         }
+
+    def _clip_grads(self, max_norm: float | None) -> float:
+        """The gradient's norm (a metric), clipped to ``max_norm`` if given: what
+        clip_grad_norm_ does, without its scaling of every gradient by 1.0 when unclipped."""
+        grads = [p.grad for p in self.controller.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        if max_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.controller.parameters(), max_norm, norm)
+        return float(norm)
 
     def _advantages(self, returns: torch.Tensor, hidden: torch.Tensor,
                     mask: torch.Tensor | None = None,
