@@ -72,17 +72,17 @@ class Meter(RunListener):
         unique._draw_from_trie = counted
         draw_all = unique._draw_from_all
 
-        def counted_all(*args: Any) -> list[tuple[list[int], float]]:
+        def counted_all(*args: Any, **kwargs: Any) -> list[tuple[list[int], float]]:
             self.window_trie += 1  # the same, with the hot sampler
-            return draw_all(*args)
+            return draw_all(*args, **kwargs)
 
         unique._draw_from_all = counted_all  # type: ignore[assignment]
         self.window_hot = 0
         hot = unique._draw_from_hot
 
-        def counted_hot(*args: Any) -> list[tuple[list[int], float]]:
+        def counted_hot(*args: Any, **kwargs: Any) -> list[tuple[list[int], float]]:
             self.window_hot += 1  # asks that needed the trie over the hot rows
-            return hot(*args)
+            return hot(*args, **kwargs)
 
         unique._draw_from_hot = counted_hot  # type: ignore[assignment]
 
