@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -316,7 +317,6 @@ BATCHED_ROUNDS_THEN_TRIE_ASKS = [
 
 
 def _small_asks(sampler: str | None) -> list[str]:
-    from nasrl.strategies.base import Observation
     from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
 
     def make() -> Reinforce:
@@ -327,16 +327,7 @@ def _small_asks(sampler: str | None) -> list[str]:
             strategy.load_state_dict(strategy.state_dict() | {"sampler": sampler})
         return strategy
 
-    strategy, keys = make(), []
-    for round_ in range(6):
-        if round_ == 3:  # resumed: the sampler travels in the state
-            state = strategy.state_dict()
-            strategy = make()
-            strategy.load_state_dict(state)
-        archs = strategy.ask(4)
-        keys += [a.key for a in archs]
-        strategy.tell([Observation(a, int(a.key[:4], 16) / 65535) for a in archs])
-    return keys
+    return _asks_resumed_halfway(make, rounds=6, size=4)  # the sampler travels in the state
 
 
 def test_runs_saved_with_earlier_samplers_resume_with_the_same_asks() -> None:
@@ -443,7 +434,6 @@ def _collapsing_asks(sampler: str | None, monkeypatch: pytest.MonkeyPatch) -> tu
     """The keys a sharpening nb201 REINFORCE run asks (60 asks of 8), and how many of its
     asks scored every seen row (the full trie)."""
     from nasrl.controller import unique
-    from nasrl.strategies.base import Observation
     from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
 
     full: list[int] = []
@@ -457,16 +447,8 @@ def _collapsing_asks(sampler: str | None, monkeypatch: pytest.MonkeyPatch) -> tu
             strategy.load_state_dict(strategy.state_dict() | {"sampler": sampler})
         return strategy
 
-    strategy, keys = make(), []
-    for round_ in range(60):
-        if round_ == 30:  # resumed: the sampler and the hot rows travel in the state
-            state = strategy.state_dict()
-            strategy = make()
-            strategy.load_state_dict(state)
-        archs = strategy.ask(8)
-        keys += [a.key for a in archs]
-        strategy.tell([Observation(a, int(a.key[:4], 16) / 65535) for a in archs])
-    return keys, len(full)
+    # the sampler and the hot rows travel in the state
+    return _asks_resumed_halfway(make, rounds=60, size=8), len(full)
 
 
 def test_a_run_saved_with_the_first_hot_sampler_resumes_with_the_same_asks(
@@ -552,3 +534,20 @@ def test_a_walk_of_many_rows_weighs_each_token_as_a_walk_of_one_does() -> None:
         assert list(zip(left[i].tolist(), right[i].tolist(), strict=True)) == kids
     assert weights[3].tolist() == pytest.approx(probs[3].tolist(), abs=0, rel=1e-12)
     assert not np.allclose(weights[0], probs[0])  # the seen rows below weigh in
+
+
+def _asks_resumed_halfway(make: Callable[[], Any], rounds: int, size: int) -> list[str]:
+    """The keys a strategy from ``make`` asks in ``rounds`` asks of ``size``, told a fixed
+    reward per key, and reloaded from its state into a fresh one halfway."""
+    from nasrl.strategies.base import Observation
+
+    strategy, keys = make(), []
+    for round_ in range(rounds):
+        if round_ == rounds // 2:
+            state = strategy.state_dict()
+            strategy = make()
+            strategy.load_state_dict(state)
+        archs = strategy.ask(size)
+        keys += [a.key for a in archs]
+        strategy.tell([Observation(a, int(a.key[:4], 16) / 65535) for a in archs])
+    return keys
