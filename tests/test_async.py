@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sqlite3
@@ -94,8 +95,11 @@ def check_complete_async_run(run: Path, budget: int) -> list[int]:
         assert all(t.finished and t.told for t in trials)
         assert sorted(stale) == [t.id for t in trials]
         assert told >= len(trials)  # a resumed run may tell a trial again
-        if "num_updates" in state:  # REINFORCE: learned every 5 results
-            assert state["num_updates"] >= len([t for t in trials if t.state == "complete"]) // 5
+        if "num_updates" in state:  # REINFORCE: learned every 5 results of its own draws
+            complete = len([t for t in trials if t.state == "complete"])
+            # local asks (a share of the asks, at most) are never learned from
+            share = state["local"]["share"] if "local" in state else 0.0
+            assert state["num_updates"] >= math.floor(complete * (1 - share)) // 5 - 1
         return [stale[t.id].staleness for t in trials]
     finally:
         store.close()

@@ -219,7 +219,7 @@ def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> No
     def make() -> Reinforce:
         # the old version's defaults, as its run directory records them (resolved config)
         return Reinforce(get_space("nb201"), 3, ReinforceConfig(
-            batch_size=4, learning_rate=0.05, baseline="ema", elite_weight=0.02))
+            batch_size=4, learning_rate=0.05, baseline="ema", elite_weight=0.02, local_share=0.0))
 
     strategy = make()
     strategy.load_state_dict(_legacy_state(strategy.state_dict()))
@@ -322,7 +322,8 @@ def _small_asks(sampler: str | None) -> list[str]:
     def make() -> Reinforce:
         # f39ff3b's defaults, as its run directory records them (resolved config)
         strategy = Reinforce(SMALL, 5, ReinforceConfig(batch_size=4, learning_rate=0.05, baseline="ema",
-                                                       elite_weight=0.02, elite_halflife=None))
+                                                       elite_weight=0.02, elite_halflife=None,
+                                                       local_share=0.0))
         if sampler is not None:  # as if loaded from a state saved with that sampler
             strategy.load_state_dict(strategy.state_dict() | {"sampler": sampler})
         return strategy
@@ -442,7 +443,9 @@ def _collapsing_asks(sampler: str | None, monkeypatch: pytest.MonkeyPatch) -> tu
                         lambda *a, **k: full.append(1) or draw_from_all(*a, **k))
 
     def make() -> Reinforce:
-        strategy = Reinforce(get_space("nb201"), 7, ReinforceConfig(batch_size=8, learning_rate=0.2))
+        # no local asks: every ask is the sampler's (and the runs pinned predate them)
+        strategy = Reinforce(get_space("nb201"), 7, ReinforceConfig(batch_size=8, learning_rate=0.2,
+                                                                    local_share=0.0))
         if sampler is not None:  # as if loaded from a state saved with that sampler
             strategy.load_state_dict(strategy.state_dict() | {"sampler": sampler})
         return strategy

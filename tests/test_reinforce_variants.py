@@ -23,8 +23,9 @@ from nasrl.spaces import Architecture, Categorical, SearchSpace
 from nasrl.strategies import Observation, Reinforce, make_strategy
 
 SMALL = SearchSpace([Categorical(f"d{i}", (0, 1, 2), kind="x") for i in range(3)], name="small")
-PLAIN = {"batch_size": 4, "baseline": "ema", "elite_weight": 0.0, "avoid_seen": False}
-"""The EMA baseline spelled out (the default is leave_one_out): most formulas below are its."""
+PLAIN = {"batch_size": 4, "baseline": "ema", "elite_weight": 0.0, "avoid_seen": False, "local_share": 0.0}
+"""The EMA baseline spelled out (the default is leave_one_out): most formulas below are its;
+no local asks, so every asked architecture is a policy sample the update learns from."""
 DATA = Path(__file__).parent / "data"
 
 

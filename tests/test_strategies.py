@@ -104,7 +104,8 @@ def _params(s: Reinforce) -> list[torch.Tensor]:
 
 def test_ema_baseline_uses_only_earlier_rewards() -> None:
     s = make_strategy("reinforce", TOY, 0, {"batch_size": 4, "baseline": "ema",
-                                            "baseline_decay": 0.5, "elite_weight": 0.0})
+                                            "baseline_decay": 0.5, "elite_weight": 0.0,
+                                            "local_share": 0.0})
     assert isinstance(s, Reinforce)
     before = _params(s)
     s.tell([Observation(a, 0.5) for a in s.ask(4)])

@@ -29,10 +29,10 @@ def test_study_writes_table_json_and_plot(tmp_path: Path, capsys: pytest.Capture
     rl = summary["strategies"]["reinforce"]
     assert rl["seeds"] == [0, 1] and 80 < rl["checkpoints"]["40"]["val_mean"] < 85
     grad = rl["gradient"]
-    # batches of 5, all measured, up to 40 evaluations or the batch that found the best
-    # cell (a run stops there)
+    # batches of 5 of the policy's own draws, all measured, up to 40 evaluations or the
+    # batch that found the best cell (a run stops there); local asks are not learned from
     found = [f if f is not None and f <= 40 else 40 for f in rl["found_best_at"]]
-    assert grad["updates"] == sum(-(-f // 5) for f in found) > 2
+    assert 2 < grad["updates"] < sum(-(-f // 5) for f in found)
     assert 0 < grad["variance_ratio_vs_no_baseline"] < 1  # the baseline lowers the variance
     # without a baseline the paired variances are the same quantity
     assert summary["strategies"]["no-baseline"]["gradient"]["variance_ratio_vs_no_baseline"] == \

@@ -51,19 +51,22 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "first-batch-zero": ("reinforce", {"baseline": "ema", "first_batch": "zero"}),
     "ema": ("reinforce", {"baseline": "ema"}),
     "previous-default": ("reinforce", {"baseline": "ema", "elite_weight": 0.02,
-                                       "elite_halflife": None}),
+                                       "elite_halflife": None, "local_share": 0.0}),
+    "no-local": ("reinforce", {"local_share": 0.0}),
     "rank": ("reinforce", {"advantage_shaping": "rank"}),
     "no-avoid-seen": ("reinforce", {"avoid_seen": False}),
     "paper": ("reinforce", {"learning_rate": 6e-4, "avoid_seen": False, "baseline": "ema",
-                            "baseline_decay": 0.95, "elite_weight": 0.0, "elite_halflife": None}),
+                            "baseline_decay": 0.95, "elite_weight": 0.0, "elite_halflife": None,
+                            "local_share": 0.0}),
     "evolution": ("evolution", {}),
     "random": ("random", {}),
 }
 """Name -> (strategy, config). ``first-batch-zero`` is the EMA baseline's first batch (the
 default baseline, leave_one_out, has no first-batch case); ``previous-default`` is nasrl
-0.2's defaults (EMA baseline, elite_weight 0.02 held throughout)."""
+0.2's defaults (EMA baseline, elite_weight 0.02 held throughout, no local asks);
+``no-local`` is today's defaults without local asks (pure REINFORCE)."""
 DEFAULT_VARIANTS = ("reinforce", "gru", "no-baseline", "ema", "critic", "adv-clip-0.05",
-                    "adv-clip-0.1", "reward+next", "l2-1e-4", "ppo-4", "evolution")
+                    "adv-clip-0.1", "reward+next", "l2-1e-4", "ppo-4", "no-local", "evolution")
 """The study's default list. Not in it, by cost: ``no-avoid-seen`` and ``paper`` (a policy
 that collapses re-proposes seen cells, for up to 50 proposals per evaluation)."""
 

@@ -73,13 +73,15 @@ from nasrl.training.shared import sampled_model, shared_accuracy, steps_per_epoc
 
 ONESHOT_STRATEGIES = ("reinforce", "random")
 ONESHOT_REINFORCE: dict[str, Any] = {"avoid_seen": False, "elite_weight": 0.0, "learning_rate": 0.01,
-                                     "baseline": "ema", "controller": {"tanh_constant": 1.5}}
+                                     "baseline": "ema", "local_share": 0.0,
+                                     "controller": {"tanh_constant": 1.5}}
 """REINFORCE defaults a one-shot run overrides. avoid_seen: re-scoring an architecture
 costs one validation batch and its score changes as the shared weights train, so there is
 nothing to save by never proposing it again -- and sampling without replacement would
 skew the policy gradient away from the policy's own distribution. Elite replay: an elite's
 reward is one noisy validation batch at one point of supernet training; imitating it for
-the rest of the run would lock in an early, lucky batch (a user may still opt in).
+the rest of the run would lock in an early, lucky batch (a user may still opt in). Local
+asks likewise: edits of one lucky batch's best, and no policy gradient from them.
 learning_rate 0.01 and logits bounded by 1.5 * tanh (ENAS's macro-search constant): the
 multi-trial default 0.03 with free logits collapsed the policy while the shared weights
 were still young (Fashion-MNIST, conv 6 layers: entropy 47.0 -> 36.9 in 3 epochs of 10

@@ -6,7 +6,9 @@ over m architectures per update, with b by default the mean of the batch's *othe
 returns (leave-one-out), or an exponential moving average of earlier rewards, a learned
 value of each decision's prefix, or 0; by default the update also raises the
 log-likelihood of the best architecture found so far, with a weight that fades
-(``elite_*``, priority-queue training). Every trick is a named field of
+(``elite_*``, priority-queue training); and by default 40% of the asks are *local*,
+evolution's one-token mutations of the best architectures so far, which the policy
+gradient never learns from (``local_*``). Every trick is a named field of
 :class:`ReinforceConfig`; the defaults won the README's selection protocol on
 NAS-Bench-201 landscapes (tuning seeds and landscapes; the held-out check is reported
 there too), and ``ReinforceConfig.paper()`` gives the paper's own settings.
@@ -42,6 +44,12 @@ from nasrl.controller.unique import DEFAULT_SAMPLER, SAMPLERS, SeenIndex, draw_u
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.feasible import FeasiblePrefixes
 from nasrl.strategies.base import Observation, Strategy, register_strategy
+
+LOCAL_PARENTS = 5
+"""How many of the best architectures evaluated so far local asks edit (best first)."""
+LOCAL_DRAWS = 8
+"""Policy draws per local ask that propose its edit: enough that the best parent's
+unseen neighbours are found while it has some, and cheap (one batched walk)."""
 
 
 @dataclass
@@ -198,6 +206,24 @@ class ReinforceConfig:
     strong pull keeps the policy in the basin of one architecture (measured: weight 0.1
     held throughout finds the best cell by 500 less often than 0.02), and the policy
     gradient, which has learned which decisions matter, should lead."""
+    local_share: float = 0.4
+    """Share of the asks that are *local*: one-token edits of the best architectures
+    evaluated so far, beside the policy's draws (ask k is local when floor((k + 1) s) >
+    floor(k s)). The edit is guided by the policy: for each local ask the controller draws
+    architectures, and the best one evaluated takes one token, at a position picked
+    uniformly among those where the draw differs from it, from the draw; parents are tried
+    best first (the best ``LOCAL_PARENTS``), and an edit already seen, repeated or outside
+    a hard feasible set is skipped (a local ask with no edit left is a policy draw). This
+    is evolution's locality -- a quarter of its evaluations sit one edit from the best so
+    far, the policy's 6% -- which a landscape whose best architecture mixes decisions the
+    policy does not prefer one by one needs (README, issue 12). Local architectures are
+    not samples of the policy, so they never enter the policy gradient; they do become
+    elites (and parents) by their rewards. Not used by a front search (``front_tiers``).
+    A state saved before this field existed resumes without local asks."""
+    local_edit: Literal["policy", "uniform"] = "uniform"
+    """Where a local ask's new token comes from: a policy draw (policy), or any other value
+    of a position drawn uniformly (uniform: evolution's one-decision mutation, which also
+    proposes values the policy has learned to avoid)."""
 
     @classmethod
     def paper(cls) -> ReinforceConfig:
@@ -205,7 +231,8 @@ class ReinforceConfig:
         cubed, is the objective's default)."""
         return cls(learning_rate=6e-4, baseline="ema",
                    baseline_decay=0.95, normalize_advantage=False, entropy_weight=0.0,
-                   avoid_seen=False, update_epochs=1, elite_weight=0.0, elite_halflife=None)
+                   avoid_seen=False, update_epochs=1, elite_weight=0.0, elite_halflife=None,
+                   local_share=0.0)
 
     removed_keys: ClassVar[dict[str, str]] = {
         "reward_clip": "it clipped the reward itself (accuracies 0.80 and 0.95 both became "
@@ -266,6 +293,12 @@ class Reinforce(Strategy):
         self.asked = 0  # architectures asked so far: the tier schedule's position
         self._projection_cache: dict[tuple[int, tuple[int, ...]], list[list[int]]] = {}
         self.tier_asks: list[int] = []  # asks each lower tier got so far
+        self.local_share = cfg.local_share
+        """The config's, except for a state saved without local asks, which resumes
+        without them (as it was asked)."""
+        self.proposed = 0  # architectures asked outside a front search: the local schedule
+        self.local_parents: list[tuple[float, list[int]]] = []  # (reward, tokens), best first
+        self.local_keys: set[str] = set()  # local asks not yet told
 
     @property
     def batch_size(self) -> int:
@@ -315,7 +348,8 @@ class Reinforce(Strategy):
     @torch.no_grad()
     def ask(self, n: int) -> list[Architecture]:
         if not self.front_active:
-            return self._ask(n)
+            local = self._local_edits(self._local_slots(n))
+            return (self._ask(n - len(local)) if n > len(local) else []) + local
         slots = self._open_tiers(self._tier_schedule(n))
         picked: list[Architecture | None] = [None] * n
         for tier in sorted(set(slots)):  # one draw per tier, each conditioned and masked
@@ -370,6 +404,68 @@ class Reinforce(Strategy):
                 self.seen[arch.key] = row  # in flight counts as seen (draw_unseen indexed it)
         return picked
 
+    def _local_slots(self, n: int) -> int:
+        """How many of the next ``n`` asks are local (see ``local_share``); advances the count."""
+        s = self.local_share
+        if s <= 0:
+            return 0
+        first, self.proposed = self.proposed, self.proposed + n
+        return sum(math.floor((k + 1) * s) > math.floor(k * s) for k in range(first, first + n))
+
+    def _local_edits(self, k: int) -> list[Architecture]:
+        """Up to ``k`` unseen one-token edits of the best architectures evaluated so far at
+        the depth asked (see ``local_share`` and ``local_edit``)."""
+        cfg: ReinforceConfig = self.config
+        length = self.space.num_tokens
+        parents = [row for _, row in self.local_parents if len(row) == length]
+        if k == 0 or not parents:
+            return []
+        draws: list[list[int] | None] = [None] * (LOCAL_DRAWS * k)
+        if cfg.local_edit == "policy":
+            out = self.controller.sample(LOCAL_DRAWS * k, self.generator, entropy=False)
+            draws = list(out.tokens.tolist())
+        arities = self.space.token_arities()
+        feasible = self.controller.feasible
+        picked: list[Architecture] = []
+        for parent in parents:
+            for draw in draws:
+                if len(picked) == k:
+                    return picked
+                edit = self._edit(parent, draw, arities)
+                if edit is None:
+                    continue
+                child = list(parent)
+                child[edit[0]] = edit[1]
+                arch = self.space.from_tokens(child)
+                if arch.key in self.seen or arch.key in self.local_keys or (
+                        feasible is not None and arch not in feasible):
+                    continue
+                if cfg.avoid_seen:
+                    self.seen[arch.key] = child  # in flight counts as seen
+                    self._rows_of(length).add(child)
+                self.local_keys.add(arch.key)
+                picked.append(arch)
+        return picked
+
+    def _edit(self, parent: list[int], draw: list[int] | None, arities: list[int]
+              ) -> tuple[int, int] | None:
+        """(position, new token): the draw's token at a position where it differs from the
+        parent, or without a draw (uniform edits) any other value at any position."""
+        def pick(n: int) -> int:
+            return int(torch.randint(n, (1,), generator=self.generator))
+
+        if draw is None:
+            j = pick(len(parent))
+            if arities[j] < 2:
+                return None
+            token = pick(arities[j] - 1)
+            return j, token + (token >= parent[j])  # skip the parent's own value
+        differ = [j for j in range(len(parent)) if draw[j] != parent[j]]
+        if not differ:
+            return None
+        j = differ[pick(len(differ))]
+        return j, draw[j]
+
     def _rows_of(self, length: int) -> SeenIndex:
         if length not in self.seen_rows:
             self.seen_rows[length] = SeenIndex(length)
@@ -399,6 +495,12 @@ class Reinforce(Strategy):
                 self.tier_of.pop(obs.arch.key, None)
                 continue  # failed: counted by the caller's budget, never learned from
             self._remember_elite(obs.arch, float(obs.reward))
+            if self.local_share > 0:
+                _push_elite(self.local_parents, float(obs.reward), self.seen[obs.arch.key],
+                            LOCAL_PARENTS)
+            if obs.arch.key in self.local_keys:
+                self.local_keys.discard(obs.arch.key)
+                continue  # not a sample of the policy: no policy gradient from it
             if cfg.return_mode == "reward_plus_next":
                 # the held-back result gets its return now that its successor is known
                 if self.pending is not None:
@@ -719,6 +821,11 @@ class Reinforce(Strategy):
             "elite_halflife": self.elite_halflife,
             "elites": [(r, list(row)) for r, row in self.elites],
             "sampled_logp": dict(self.sampled_logp),
+            # only with local asks: a state without them stays as it was
+            **({} if self.local_share <= 0 else {"local": {
+                "share": self.local_share, "proposed": self.proposed,
+                "parents": [(r, list(row)) for r, row in self.local_parents],
+                "keys": sorted(self.local_keys)}}),
             # only with front_tiers: a state without the front search stays as it was
             **({} if cfg.front_tiers == 0 else {"front": {
                 "asked": self.asked, "tier_asks": list(self.tier_asks), "tier_of": dict(self.tier_of),
@@ -768,6 +875,12 @@ class Reinforce(Strategy):
             self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         # .get: states saved before elites existed resume with an empty queue
         self.elites = [(float(r), [int(t) for t in row]) for r, row in state.get("elites", [])]
+        # absent: saved without local asks (or before they existed), and resumed without
+        local = state.get("local", {})
+        self.local_share = float(local.get("share", 0.0))
+        self.proposed = int(local.get("proposed", 0))
+        self.local_parents = [(float(r), [int(t) for t in row]) for r, row in local.get("parents", [])]
+        self.local_keys = {str(k) for k in local.get("keys", [])}
         front = state.get("front", {})
         self.asked = int(front.get("asked", 0))
         self.tier_asks = [int(c) for c in front.get("tier_asks", [])]
@@ -871,6 +984,8 @@ def _check_config(cfg: ReinforceConfig) -> None:
         raise ConfigError("reinforce.baseline_decay must be in [0, 1)")
     if cfg.update_epochs < 1:
         raise ConfigError("reinforce.update_epochs must be >= 1")
+    if not 0 <= cfg.local_share < 1:
+        raise ConfigError("reinforce.local_share must be in [0, 1)")
     if cfg.elite_size < 0:
         raise ConfigError("reinforce.elite_size must be >= 0")
     if cfg.elite_weight < 0:
