@@ -36,6 +36,10 @@ PREVIOUS = {"baseline": "ema", "elite_weight": 0.02, "elite_halflife": None, "ad
             "local_share": 0.0}
 """The defaults before this protocol chose new ones (nasrl 0.2): every candidate is spelled
 as a change of these, so the select stage reruns as it ran whatever today's defaults are."""
+THIRD_BASE = {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.1, "elite_halflife": 40,
+              "local_edit": "policy"}
+"""nasrl 0.3's defaults, the base of the third round's candidates (local_edit spelled out:
+the policy edits were the default when the round began)."""
 CANDIDATES: dict[str, dict[str, Any]] = {
     "default": PREVIOUS,  # the name it had in the select runs: the defaults of then
     "first-batch-zero": {**PREVIOUS, "first_batch": "zero"},
@@ -59,25 +63,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
                                  "elite_halflife": 40, "advantage_shaping": "rank"},
     "loo-elite-0.1-half-40-ent-0.03": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.1,
                                        "elite_halflife": 40, "entropy_weight": 0.03},
-    # the third round: today's defaults plus a share of local asks (one-token edits of the best)
-    "loo-elite-0.1-half-40-local-0.1": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.1,
-                                        "elite_halflife": 40, "local_share": 0.1},
-    "loo-elite-0.1-half-40-local-0.2": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.1,
-                                        "elite_halflife": 40, "local_share": 0.2},
-    "loo-elite-0.1-half-40-local-0.3": {**PREVIOUS, "baseline": "leave_one_out", "elite_weight": 0.1,
-                                        "elite_halflife": 40, "local_share": 0.3},
-    "loo-elite-0.1-half-40-local-0.1-uniform": {**PREVIOUS, "baseline": "leave_one_out",
-                                                "elite_weight": 0.1, "elite_halflife": 40,
-                                                "local_share": 0.1, "local_edit": "uniform"},
-    "loo-elite-0.1-half-40-local-0.2-uniform": {**PREVIOUS, "baseline": "leave_one_out",
-                                                "elite_weight": 0.1, "elite_halflife": 40,
-                                                "local_share": 0.2, "local_edit": "uniform"},
-    "loo-elite-0.1-half-40-local-0.3-uniform": {**PREVIOUS, "baseline": "leave_one_out",
-                                                "elite_weight": 0.1, "elite_halflife": 40,
-                                                "local_share": 0.3, "local_edit": "uniform"},
-    "loo-elite-0.1-half-40-local-0.4-uniform": {**PREVIOUS, "baseline": "leave_one_out",
-                                                "elite_weight": 0.1, "elite_halflife": 40,
-                                                "local_share": 0.4, "local_edit": "uniform"},
+    # the third round: 0.3's defaults plus a share of local asks (one-token edits of the
+    # best), their token from a policy draw or (uniform) any other value
+    **{f"loo-elite-0.1-half-40-local-{share}": {**THIRD_BASE, "local_share": share}
+       for share in (0.1, 0.2, 0.3)},
+    **{f"loo-elite-0.1-half-40-local-{share}-uniform": {**THIRD_BASE, "local_share": share,
+                                                        "local_edit": "uniform"}
+       for share in (0.1, 0.2, 0.3, 0.4)},
 }
 TUNING = ("val", "noisy:0.2:1", "without:skip_connect", "without:nor_conv_1x1", "without:avg_pool_3x3")
 """The first three chose nasrl 0.3's defaults; the two other subspaces (of the same kind
