@@ -3,6 +3,7 @@ controller, per-tier baselines and elites, and what a benchmark under a limit ru
 
 from __future__ import annotations
 
+import copy
 import io
 import itertools
 import math
@@ -47,7 +48,9 @@ def feasible() -> FeasiblePrefixes:
 
 
 def front(feasible: FeasiblePrefixes, **config: object) -> Reinforce:
-    rl = make_strategy("reinforce", SMALL, 0, {**FRONT_SEARCH, "front_tiers": 3, **config})
+    # the policy's own draws unless a test asks for local ones (front_local_share)
+    rl = make_strategy("reinforce", SMALL, 0, {**FRONT_SEARCH, "front_tiers": 3, "front_local_share": 0.0,
+                                               **config})
     assert isinstance(rl, Reinforce)
     rl.restrict(feasible)
     return rl
@@ -181,26 +184,71 @@ def test_the_projection_term_raises_the_projections_likelihood(feasible: Feasibl
     assert gains[1.0] > gains[0.0] + 0.05, gains
 
 
-def test_state_round_trip_continues_identically(feasible: FeasiblePrefixes) -> None:
-    a = front(feasible, learning_rate=0.1)
-    for _ in range(5):
-        archs = a.ask(5)
+def hamming(a: Architecture, b: list[int]) -> int:
+    return sum(x != y for x, y in zip(SMALL.to_tokens(a), b, strict=True))
+
+
+def test_front_local_asks_edit_their_tiers_best_within_its_limit(feasible: FeasiblePrefixes) -> None:
+    rl = front(feasible, front_local_share=0.5, learning_rate=0.1)
+    rl.tell([Observation(x, reward(x)) for x in rl.ask(5)])
+    edits = 0
+    for _ in range(2):
+        parents = {t: [row for _, row in e] for t, e in rl.tier_parents.items()}
+        archs = rl.ask(5)
+        local = {a.key for a in archs if a.key in rl.local_keys}
+        edits += len(local)
+        for arch in (a for a in archs if a.key in local):
+            assert arch.key not in rl.tier_of  # never learned from
+            # one token from a parent of a tier, and inside that tier's limit
+            assert any(arch in rl.tier_sets[t] and any(hamming(arch, p) == 1 for p in rows)
+                       for t, rows in parents.items())
+        rl.tell([Observation(x, reward(x)) for x in archs])
+        assert not local & {a.key for a, _ in rl.buffer}
+    assert edits >= 4  # half of the ten asks, less a slot with no unseen edit left
+    # each tier's parents are the best evaluated within its limit
+    for tier, rows in rl.tier_parents.items():
+        assert all(rl.space.from_tokens(row) in rl.tier_sets[tier] for _, row in rows)
+
+
+def test_a_front_state_saved_without_local_asks_resumes_without_them(feasible: FeasiblePrefixes) -> None:
+    old = front(feasible, front_local_share=0.0, learning_rate=0.1)
+    for _ in range(2):
+        old.tell([Observation(x, reward(x)) for x in old.ask(5)])
+    assert "local_share" not in old.state_dict()["front"]
+    new = front(feasible, front_local_share=0.5, learning_rate=0.1)
+    new.load_state_dict(copy.deepcopy(old.state_dict()))
+    assert new.front_local_share == 0.0
+    for _ in range(2):
+        archs = old.ask(5)
+        assert new.ask(5) == archs and not new.local_keys
+        for s in (old, new):
+            s.tell([Observation(x, reward(x)) for x in archs])
+
+
+@pytest.mark.parametrize("local_share", [0.0, 0.4])
+def test_state_round_trip_continues_identically(feasible: FeasiblePrefixes, local_share: float) -> None:
+    a = front(feasible, learning_rate=0.1, front_local_share=local_share)
+    for _ in range(4):  # 16 asks: the local schedule is not back at its phase 0
+        archs = a.ask(4)
         a.tell([Observation(x, reward(x)) for x in archs[:-1]])  # one left in flight
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
-    assert state["front"]["tier_baselines"] and state["front"]["asked"] == 25
-    b = make_strategy("reinforce", SMALL, 99, {**FRONT_SEARCH, "front_tiers": 3, "learning_rate": 0.1})
+    assert state["front"]["tier_baselines"] and state["front"]["asked"] == 16
+    b = make_strategy("reinforce", SMALL, 99, {**FRONT_SEARCH, "front_tiers": 3, "learning_rate": 0.1,
+                                                "front_local_share": local_share})
     b.restrict(feasible)
     b.load_state_dict(state)
+    assert isinstance(b, Reinforce) and b.local_keys == a.local_keys
+    assert bool(a.local_keys) == (local_share > 0)  # a local ask was in flight when saved
     for _ in range(4):
         archs = a.ask(5)
         assert b.ask(5) == archs
         obs = [Observation(x, reward(x)) for x in archs]
         a.tell(obs)
         b.tell(obs)
-    assert isinstance(b, Reinforce) and b.tier_baselines == a.tier_baselines
+    assert b.tier_baselines == a.tier_baselines and b.tier_parents == a.tier_parents
 
 
 def test_without_a_feasible_set_front_tiers_change_nothing() -> None:
@@ -222,6 +270,8 @@ def test_without_a_feasible_set_front_tiers_change_nothing() -> None:
     ({"front_top_share": 0.0}, "front_top_share must be in (0, 1]"),
     ({"front_projection": -1.0}, "front_projection must be >= 0"),
     ({"front_top_share": 1.5}, "front_top_share must be in (0, 1]"),
+    ({"front_local_share": 1.0}, "front_local_share must be in [0, 1)"),
+    ({"front_local_share": -0.2}, "front_local_share must be in [0, 1)"),
 ])
 def test_bad_front_config_is_a_config_error(config: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):

@@ -187,6 +187,13 @@ class ReinforceConfig:
     (fewest differing decisions), with this weight relative to its own elites' term (0:
     off). A cheaper tier's best is often a dearer best with a few decisions made cheaper,
     which the tier's own few samples would take long to find."""
+    front_local_share: float = 0.0
+    """In a front search, the share of the asks that are local (as ``local_share`` is
+    outside one): the ask keeps its scheduled tier and is a one-token edit (``local_edit``)
+    of one of the best ``LOCAL_PARENTS`` architectures evaluated within that tier's limit,
+    itself within that limit. Evolution's mutations of its best cells are what reach the
+    near-best cheap cells a tier's few policy draws miss (README, issue 10). 0: off; a
+    state saved before this field existed resumes without them."""
     elite_size: int = 1
     """k: how many of the best architectures evaluated so far the update also imitates."""
     elite_weight: float = 0.1
@@ -218,7 +225,8 @@ class ReinforceConfig:
     far, the policy's 6% -- which a landscape whose best architecture mixes decisions the
     policy does not prefer one by one needs (README, issue 12). Local architectures are
     not samples of the policy, so they never enter the policy gradient; they do become
-    elites (and parents) by their rewards. Not used by a front search (``front_tiers``).
+    elites (and parents) by their rewards. A front search (``front_tiers``) has its own
+    share, ``front_local_share``.
     A state saved before this field existed resumes without local asks."""
     local_edit: Literal["policy", "uniform"] = "uniform"
     """Where a local ask's new token comes from: a policy draw (policy), or any other value
@@ -299,6 +307,10 @@ class Reinforce(Strategy):
         self.proposed = 0  # architectures asked outside a front search: the local schedule
         self.local_parents: list[tuple[float, list[int]]] = []  # (reward, tokens), best first
         self.local_keys: set[str] = set()  # local asks not yet told
+        self.front_local_share = cfg.front_local_share
+        """Likewise for the front search's local asks."""
+        self.front_proposed = 0  # asks of a front search so far: its local schedule
+        self.tier_parents: dict[int, list[tuple[float, list[int]]]] = {}  # best within each tier
 
     @property
     def batch_size(self) -> int:
@@ -329,7 +341,7 @@ class Reinforce(Strategy):
             self.tier_asks = [0] * top
         tiers = []
         for k in range(self.asked, self.asked + n):
-            if math.floor((k + 1) * s) > math.floor(k * s):
+            if _every(s, k):
                 tiers.append(top)
                 continue
             # stride scheduling: the lower tier furthest behind its share of the asks
@@ -348,14 +360,22 @@ class Reinforce(Strategy):
     @torch.no_grad()
     def ask(self, n: int) -> list[Architecture]:
         if not self.front_active:
-            local = self._local_edits(self._local_slots(n))
+            local = self._local_edits(self._local_slots(n), self._parents(self.local_parents),
+                                      self.controller.feasible)
             return (self._ask(n - len(local)) if n > len(local) else []) + local
         slots = self._open_tiers(self._tier_schedule(n))
+        is_local = self._schedule_local(n)
         picked: list[Architecture | None] = [None] * n
         for tier in sorted(set(slots)):  # one draw per tier, each conditioned and masked
             where = [i for i, t in enumerate(slots) if t == tier]
+            local_at = [i for i in where if is_local[i]]
             with self._conditioned([tier]):
-                for i, arch in zip(where, self._ask(len(where)), strict=True):
+                edits = self._local_edits(len(local_at), self._parents(self.tier_parents.get(tier, [])),
+                                          self.tier_sets[tier])
+                for i, edit in zip(local_at, edits, strict=False):
+                    picked[i] = edit  # not learned from: no tier_of
+                where = [i for i in where if picked[i] is None]
+                for i, arch in zip(where, self._ask(len(where)) if where else [], strict=True):
                     picked[i] = arch
                     self.tier_of[arch.key] = tier
         return [a for a in picked if a is not None]
@@ -410,14 +430,26 @@ class Reinforce(Strategy):
         if s <= 0:
             return 0
         first, self.proposed = self.proposed, self.proposed + n
-        return sum(math.floor((k + 1) * s) > math.floor(k * s) for k in range(first, first + n))
+        return sum(_every(s, k) for k in range(first, first + n))
 
-    def _local_edits(self, k: int) -> list[Architecture]:
-        """Up to ``k`` unseen one-token edits of the best architectures evaluated so far at
-        the depth asked (see ``local_share`` and ``local_edit``)."""
+    def _schedule_local(self, n: int) -> list[bool]:
+        """Which of a front search's next ``n`` asks are local (``front_local_share``)."""
+        s = self.front_local_share
+        if s <= 0:
+            return [False] * n
+        first, self.front_proposed = self.front_proposed, self.front_proposed + n
+        return [_every(s, k) for k in range(first, first + n)]
+
+    def _parents(self, elites: list[tuple[float, list[int]]]) -> list[list[int]]:
+        """The rows of ``elites`` at the depth asked, best first."""
+        return [row for _, row in elites if len(row) == self.space.num_tokens]
+
+    def _local_edits(self, k: int, parents: list[list[int]],
+                     feasible: FeasiblePrefixes | None) -> list[Architecture]:
+        """Up to ``k`` unseen one-token edits of ``parents`` (best first, the depth asked)
+        inside ``feasible`` (see ``local_share`` and ``local_edit``)."""
         cfg: ReinforceConfig = self.config
         length = self.space.num_tokens
-        parents = [row for _, row in self.local_parents if len(row) == length]
         if k == 0 or not parents:
             return []
         draws: list[list[int] | None] = [None] * (LOCAL_DRAWS * k)
@@ -425,7 +457,6 @@ class Reinforce(Strategy):
             out = self.controller.sample(LOCAL_DRAWS * k, self.generator, entropy=False)
             draws = list(out.tokens.tolist())
         arities = self.space.token_arities()
-        feasible = self.controller.feasible
         picked: list[Architecture] = []
         for parent in parents:
             for draw in draws:
@@ -498,6 +529,11 @@ class Reinforce(Strategy):
             if self.local_share > 0:
                 _push_elite(self.local_parents, float(obs.reward), self.seen[obs.arch.key],
                             LOCAL_PARENTS)
+            if self.front_local_share > 0 and self.front_active:
+                for tier, within in enumerate(self.tier_sets):
+                    if obs.arch in within:
+                        _push_elite(self.tier_parents.setdefault(tier, []), float(obs.reward),
+                                    self.seen[obs.arch.key], LOCAL_PARENTS)
             if obs.arch.key in self.local_keys:
                 self.local_keys.discard(obs.arch.key)
                 continue  # not a sample of the policy: no policy gradient from it
@@ -829,6 +865,12 @@ class Reinforce(Strategy):
             # only with front_tiers: a state without the front search stays as it was
             **({} if cfg.front_tiers == 0 else {"front": {
                 "asked": self.asked, "tier_asks": list(self.tier_asks), "tier_of": dict(self.tier_of),
+                # only with front local asks, likewise
+                **({} if self.front_local_share <= 0 else {
+                    "local_share": self.front_local_share, "proposed": self.front_proposed,
+                    "local_keys": sorted(self.local_keys),
+                    "parents": {str(t): [(r, list(row)) for r, row in e]
+                                for t, e in self.tier_parents.items()}}),
                 "tier_baselines": {str(t): b for t, b in self.tier_baselines.items()},
                 "tier_limits": list(self.tier_limits),
                 "tier_elites": {str(t): [(r, list(row)) for r, row in e]
@@ -888,10 +930,21 @@ class Reinforce(Strategy):
         self.tier_baselines = {int(t): float(b) for t, b in front.get("tier_baselines", {}).items()}
         self.tier_elites = {int(t): [(float(r), [int(x) for x in row]) for r, row in e]
                             for t, e in front.get("tier_elites", {}).items()}
+        # absent: saved without front local asks (or before they existed), resumed without
+        self.front_local_share = float(front.get("local_share", 0.0))
+        self.front_proposed = int(front.get("proposed", 0))
+        self.local_keys |= {str(k) for k in front.get("local_keys", [])}
+        self.tier_parents = {int(t): [(float(r), [int(x) for x in row]) for r, row in e]
+                             for t, e in front.get("parents", {}).items()}
 
     def _validated(self, text: str) -> Architecture:
         arch = Architecture.from_json(text)
         return self.space.space_of(arch).validate(arch)
+
+
+def _every(share: float, k: int) -> bool:
+    """Whether ask ``k`` is one of the ``share`` of asks spread evenly over the count."""
+    return math.floor((k + 1) * share) > math.floor(k * share)
 
 
 def _push_elite(elites: list[tuple[float, list[int]]], reward: float, row: list[int],
@@ -986,6 +1039,8 @@ def _check_config(cfg: ReinforceConfig) -> None:
         raise ConfigError("reinforce.update_epochs must be >= 1")
     if not 0 <= cfg.local_share < 1:
         raise ConfigError("reinforce.local_share must be in [0, 1)")
+    if not 0 <= cfg.front_local_share < 1:
+        raise ConfigError("reinforce.front_local_share must be in [0, 1)")
     if cfg.elite_size < 0:
         raise ConfigError("reinforce.elite_size must be >= 0")
     if cfg.elite_weight < 0:
