@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nasrl.data import DataError, load_images, random_crop, random_flip
+from nasrl.data import DataError, load_images, random_crop, random_erasing, random_flip
 from nasrl.errors import NasrlError
 
 FIXTURE_VAL = 500  # the loader's default (5,000) is more than the 3,000-image fixture holds
@@ -185,6 +185,26 @@ def test_random_crop_is_a_seeded_shift_with_zero_fill() -> None:
         assert any(torch.equal(a[i], w) for w in windows)
     crops = random_crop(x.repeat(50, 1, 1, 1), 2, torch.Generator().manual_seed(0))
     assert len({c.sum().item() for c in crops}) > 5  # not one fixed shift
+
+
+def test_random_erasing_zeroes_one_rectangle_of_the_share_asked() -> None:
+    x = torch.randn(400, 2, 28, 28)
+    out = random_erasing(x, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(out, random_erasing(x, 0.5, torch.Generator().manual_seed(0)))  # seeded
+    erased = 0
+    for o, xi in zip(out, x, strict=True):
+        changed = (o != xi).any(0)  # (h, w), the same in every channel
+        assert torch.equal((o == 0).all(0) | ~changed, torch.ones_like(changed))
+        if not changed.any():
+            continue
+        erased += 1
+        rows, cols = changed.any(1).nonzero().squeeze(1), changed.any(0).nonzero().squeeze(1)
+        h, w = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+        assert int(changed.sum()) == h * w  # one solid rectangle
+        assert 0.5 * 0.02 * 28**2 <= h * w <= 1.2 * 0.4 * 28**2  # 2-40% of the area, rounded
+        assert h * w <= 0.4 * 28**2 * 1.2 and min(h, w) / max(h, w) >= 0.3 * 0.75
+    assert 150 < erased < 250
+    assert torch.equal(random_erasing(x, 0.0, torch.Generator()), x)
 
 
 def test_random_flip_mirrors_about_half() -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nasrl.data import load_images
+from nasrl.errors import NasrlError
 from nasrl.spaces import get_space
 from nasrl.spaces.io import architecture_document, read_architecture
 from nasrl.training import TrainConfig, count_macs, max_last, train_architecture, train_model
@@ -48,6 +49,17 @@ def test_training_is_deterministic_for_a_seed(digits) -> None:  # type: ignore[n
     c, _ = train_architecture(space, arch, digits, config, seed=8)
     assert a.train_loss == b.train_loss and a.val_acc == b.val_acc
     assert a.train_loss != c.train_loss
+
+
+def test_erasing_changes_what_the_child_trains_on_and_is_checked(digits) -> None:  # type: ignore[no-untyped-def]
+    space = get_space("conv", num_layers=3)
+    arch = space.make(DIGITS_ARCH)
+    plain, _ = train_architecture(space, arch, digits, TrainConfig(epochs=1, max_train_samples=400), seed=7)
+    erased, _ = train_architecture(space, arch, digits, TrainConfig(epochs=1, max_train_samples=400,
+                                                                    erasing=1.0), seed=7)
+    assert erased.train_loss != plain.train_loss
+    with pytest.raises(NasrlError, match=r"training.erasing must be a probability in \[0, 1\], got 1.5"):
+        TrainConfig(erasing=1.5)
 
 
 class Exploding(nn.Module):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasrl.data.augment import random_crop, random_flip
+from nasrl.data.augment import random_crop, random_erasing, random_flip
 from nasrl.data.images import ImageData
 from nasrl.errors import NasrlError
 from nasrl.spaces.base import Architecture, SearchSpace
@@ -53,6 +53,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = True
     """Use the dataset's augmentation (random crop with padding, flips where they make sense)."""
+    erasing: float = 0.0
+    """Random erasing's probability per image (with ``augment``; 0: off): one rectangle of
+    2-40% of the image set to the training mean, a common final-training regularizer."""
     max_train_samples: int | None = None
     """Train on the first N (shuffled) training examples only: cheaper search children."""
     max_last_window: int = 5
@@ -74,6 +77,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise NasrlError(f"training.{name} must be a number >= 0, got {value}")
+        if not 0 <= self.erasing <= 1:
+            raise NasrlError(f"training.erasing must be a probability in [0, 1], got {self.erasing}")
         if self.label_smoothing >= 1:
             raise NasrlError(f"training.label_smoothing must be below 1, got {self.label_smoothing}")
         if self.schedule not in ("cosine", "step", "constant"):
@@ -145,6 +150,7 @@ def train_epoch(model: nn.Module, data: ImageData, train_x: Tensor, train_y: Ten
             xb = random_crop(xb, data.augment.crop_padding, gen)
             if data.augment.flip:
                 xb = random_flip(xb, gen)
+            xb = random_erasing(xb, config.erasing, gen)
         if config.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         factor = lr_factor(config, step, steps)
