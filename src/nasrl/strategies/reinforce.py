@@ -216,9 +216,9 @@ class ReinforceConfig:
     local_share: float = 0.4
     """Share of the asks that are *local*: one-token edits of the best architectures
     evaluated so far, beside the policy's draws (ask k is local when floor((k + 1) s) >
-    floor(k s)). The edit is guided by the policy: for each local ask the controller draws
-    architectures, and the best one evaluated takes one token, at a position picked
-    uniformly among those where the draw differs from it, from the draw; parents are tried
+    floor(k s)). Each edit changes one token of a parent (``local_edit``: by default any
+    other value at a uniformly drawn position, as evolution mutates; or the token of a
+    policy draw where it differs from the parent); parents are tried
     best first (the best ``LOCAL_PARENTS``), and an edit already seen, repeated or outside
     a hard feasible set is skipped (a local ask with no edit left is a policy draw). This
     is evolution's locality -- a quarter of its evaluations sit one edit from the best so
