@@ -426,19 +426,17 @@ class Reinforce(Strategy):
 
     def _local_slots(self, n: int) -> int:
         """How many of the next ``n`` asks are local (see ``local_share``); advances the count."""
-        s = self.local_share
-        if s <= 0:
-            return 0
-        first, self.proposed = self.proposed, self.proposed + n
-        return sum(_every(s, k) for k in range(first, first + n))
+        flags = _spread(self.local_share, self.proposed, n)
+        if self.local_share > 0:
+            self.proposed += n
+        return sum(flags)
 
     def _schedule_local(self, n: int) -> list[bool]:
         """Which of a front search's next ``n`` asks are local (``front_local_share``)."""
-        s = self.front_local_share
-        if s <= 0:
-            return [False] * n
-        first, self.front_proposed = self.front_proposed, self.front_proposed + n
-        return [_every(s, k) for k in range(first, first + n)]
+        flags = _spread(self.front_local_share, self.front_proposed, n)
+        if self.front_local_share > 0:
+            self.front_proposed += n
+        return flags
 
     def _parents(self, elites: list[tuple[float, list[int]]]) -> list[list[int]]:
         """The rows of ``elites`` at the depth asked, best first."""
@@ -945,6 +943,11 @@ class Reinforce(Strategy):
 def _every(share: float, k: int) -> bool:
     """Whether ask ``k`` is one of the ``share`` of asks spread evenly over the count."""
     return math.floor((k + 1) * share) > math.floor(k * share)
+
+
+def _spread(share: float, first: int, n: int) -> list[bool]:
+    """Which of asks ``first .. first + n - 1`` are in a ``share`` spread evenly (none at 0)."""
+    return [share > 0 and _every(share, k) for k in range(first, first + n)]
 
 
 def _push_elite(elites: list[tuple[float, list[int]]], reward: float, row: list[int],
