@@ -485,6 +485,39 @@ def test_derivation_screens_every_candidate_on_a_quarter_then_rescores_the_final
     assert search.config.oneshot.derive_finalists == 3
 
 
+def test_under_a_soft_constraint_the_derived_architectures_are_ranked_by_the_reward(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nasrl.oneshot.enas as enas
+    from nasrl.models import build_model
+    from nasrl.training.common import count_params
+
+    scores: dict[str, float] = {}
+    original = enas.shared_accuracy
+
+    def spy(supernet: Any, arch: Any, x: Any, y: Any, config: Any, **kw: Any) -> float:
+        acc = original(supernet, arch, x, y, config, **kw)
+        if "calibration" in kw:
+            scores[arch.key] = acc
+        return acc
+
+    monkeypatch.setattr(enas, "shared_accuracy", spy)
+    space = make_space(load_config(tiny()))
+    rng = np.random.default_rng(0)
+    sizes = [count_params(build_model(space, space.sample(rng), input_shape=(1, 8, 8), num_classes=10))
+             for _ in range(30)]
+    limit = int(np.percentile(sizes, 10))
+    run_oneshot(tmp_path / "run", **{"objective.constraints": [f"params<={limit}:soft=-3"],
+                                     "oneshot.derive_finalists": 0, "oneshot.derive_samples": 16,
+                                     "oneshot.top_k": 5})
+    derived = store_derived(tmp_path / "run")
+    # each reward is the objective on the candidate's accuracy and size, and they come in its order
+    for d in derived:
+        assert d.reward == pytest.approx(d.score**3 * min(1.0, (d.metrics["params"] / limit) ** -3))
+    assert [d.reward for d in derived] == sorted((d.reward for d in derived), reverse=True)
+    # the objective's order is not the accuracy's here, so ranking by accuracy would fail this
+    assert [d.score for d in derived] != sorted(scores.values(), reverse=True)[: len(derived)]
+
+
 def test_warmup_epochs_train_uniformly_drawn_children_before_any_controller_round(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     sampled: list[int] = []

@@ -34,6 +34,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import math
 import sqlite3
 import time
 from collections import Counter
@@ -411,26 +412,29 @@ class OneShotSearch:
         total = len(feasible) + (finalists if screening else 0)
         done = 0
 
-        def score(candidates: list[Architecture], m: int) -> list[tuple[float, int, Architecture]]:
+        def score(candidates: list[Architecture], m: int) -> list[tuple[float, float, int, Architecture]]:
             nonlocal done
             out = []
             for a in candidates:
-                out.append((shared_accuracy(supernet, a, x[:m], y[:m], config, calibration=calibration),
-                            feasible.index(a), a))
+                acc = shared_accuracy(supernet, a, x[:m], y[:m], config, calibration=calibration)
+                # ranked by the run's reward, not the accuracy alone: under a soft constraint
+                # the objective trades accuracy for cost, and the pick must follow it
+                reward = self._evaluate(a, acc, data).reward
+                out.append((-math.inf if reward is None else reward, acc, feasible.index(a), a))
                 done += 1
                 for listener in self.listeners:  # scoring takes minutes on a CPU: say how far it is
                     listener.on_deriving(done, total)
-            return sorted(out, key=lambda s: (-s[0], s[1]))
+            return sorted(out, key=lambda s: (-s[0], -s[1], s[2]))
 
         if screening:  # every candidate on a quarter of the data, the best few on all of it
-            feasible_top = [a for _, _, a in score(feasible, screen)[:finalists]]
+            feasible_top = [s[-1] for s in score(feasible, screen)[:finalists]]
             scored = score(feasible_top, n)
         else:
             scored = score(feasible, n)
-        return [Derived(rank, a, acc, self._evaluate(a, acc, data).reward,
+        return [Derived(rank, a, acc, reward,
                         {"shared_val_acc": acc, "times_sampled": float(times[a.key]),
                          "candidates": float(len(feasible)), **self._arch_costs(a, data)})
-                for rank, (acc, _, a) in enumerate(scored[:cfg.top_k], 1)]
+                for rank, (reward, acc, _, a) in enumerate(scored[:cfg.top_k], 1)]
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _fresh(self, data: ImageData) -> _Session:
