@@ -92,6 +92,41 @@ def test_conv_token_layout_follows_the_paper() -> None:
     assert space.with_layers(4).num_layers == 4
 
 
+def test_stride_from_keeps_the_first_layers_at_full_resolution() -> None:
+    space = ConvSpace(num_layers=3, predict_strides=True, stride_from=2)
+    names = [d.name for d in space.decisions]
+    assert "L0.stride_h" not in names and "L1.stride_w" not in names
+    assert names[names.index("L2.filter_width") + 1] == "L2.stride_h"
+    arch = space.sample(np.random.default_rng(0))
+    assert [space.layer(arch, i)["stride_h"] for i in (0, 1)] == [1, 1]
+    # a hand-written architecture names its space, whose depth family keeps the setting
+    assert ConvSpace.infer_params(arch.as_dict())["stride_from"] == 2
+    deep = space.with_layers(5)
+    assert deep.stride_from == 2 and space.space_of_tokens(deep.num_tokens) is deep
+    assert deep.to_tokens(deep.adapt(arch, np.random.default_rng(1)))[: space.num_tokens] == \
+        space.to_tokens(arch)
+    with pytest.raises(SpaceError, match="stride_from needs predict_strides"):
+        ConvSpace(stride_from=1)
+    with pytest.raises(SpaceError, match="stride_from must be a non-negative integer"):
+        ConvSpace(predict_strides=True, stride_from=-1)
+
+
+def test_reduce_at_fixes_stride_2_at_those_layers_as_enas_macro_space_does() -> None:
+    space = ConvSpace(num_layers=4, reduce_at=[3, 1])
+    assert not any("stride" in d.name for d in space.decisions)
+    arch = space.sample(np.random.default_rng(0))
+    assert [(space.layer(arch, i)["stride_h"], space.layer(arch, i)["stride_w"]) for i in range(4)] == \
+        [(1, 1), (2, 2), (1, 1), (2, 2)]
+    assert [part.split("<")[0].endswith("/s2x2") for part in space.describe(arch).split(" | ")] == \
+        [False, True, False, True]
+    assert space.params()["reduce_at"] == [1, 3] and space.with_layers(6).reduce_at == (1, 3)
+    for bad in ([1, 1], [-1], [True]):
+        with pytest.raises(SpaceError, match="reduce_at must be distinct layer indices"):
+            ConvSpace(reduce_at=bad)
+    with pytest.raises(SpaceError, match="excludes predict_strides"):
+        ConvSpace(predict_strides=True, reduce_at=[2])
+
+
 def test_architecture_is_canonical_whatever_the_order() -> None:
     a = Architecture("toy", (("b", 1), ("a", (2, 0))))
     b = Architecture("toy", (("a", (2, 0)), ("b", 1)))

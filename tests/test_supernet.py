@@ -66,7 +66,9 @@ def _archs(space: SearchSpace, n: int, seed: int) -> list[Architecture]:
     CONV_FULL,
     ConvSpace(num_layers=4),
     ConvSpace(num_layers=3, skip_connections=False, pooling=True),
-], ids=["skips+strides+pool", "default", "chain"])
+    ConvSpace(num_layers=4, predict_strides=True, stride_from=2),
+    ConvSpace(num_layers=4, reduce_at=[1, 3]),
+], ids=["skips+strides+pool", "default", "chain", "stride_from", "reduce_at"])
 def test_conv_supernet_equals_the_stand_alone_child_with_the_same_weights(space: ConvSpace) -> None:
     torch.manual_seed(0)
     supernet = build_supernet(space, (3, 11, 11), 5)

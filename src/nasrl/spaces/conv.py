@@ -5,6 +5,13 @@ Per layer, in the order the controller emits them: filter height, filter width,
 point, where the attention picks which earlier layers feed this one. Strides and pooling
 are optional, as in the paper's v1 (none), v2 (predicted strides) and v3 (pooling) spaces.
 
+Where the resolution drops can also be fixed instead of searched. ``stride_from = k`` (with
+predicted strides) keeps layers 0..k-1 at full resolution, with no stride decisions; and
+``reduce_at`` (without predicted strides) gives the listed layers stride 2, as ENAS's macro
+space fixes its reductions. Under shared weights the controller otherwise learns to stride
+early -- a young supernet scores small maps best -- and the pick underfits when trained
+alone (see the README's one-shot section).
+
 The paper grows the depth during the search (6 layers, +2 every 1,600 architectures); a
 space has a fixed depth, and :meth:`ConvSpace.with_layers` gives the deeper one: the
 spaces of every depth form one family, built once and shared. Layer ``i``'s decisions do
@@ -43,6 +50,8 @@ class ConvSpace(SearchSpace):
         strides: Sequence[int] = (1, 2, 3),
         pooling: bool = False,
         skip_connections: bool = True,
+        stride_from: int = 0,
+        reduce_at: Sequence[int] = (),
     ) -> None:
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise SpaceError(f"conv: num_layers must be a positive integer, got {num_layers!r}")
@@ -55,6 +64,15 @@ class ConvSpace(SearchSpace):
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
                                  for v in values):
                 raise SpaceError(f"conv: {field} must be positive integers, got {values!r}")
+        if isinstance(stride_from, bool) or not isinstance(stride_from, int) or stride_from < 0:
+            raise SpaceError(f"conv: stride_from must be a non-negative integer, got {stride_from!r}")
+        if stride_from and not predict_strides:
+            raise SpaceError("conv: stride_from needs predict_strides = true")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in reduce_at) \
+                or len(set(reduce_at)) != len(reduce_at):
+            raise SpaceError(f"conv: reduce_at must be distinct layer indices, got {reduce_at!r}")
+        if reduce_at and predict_strides:
+            raise SpaceError("conv: reduce_at fixes the strides; it excludes predict_strides")
         self.num_layers = num_layers
         self.filter_heights = tuple(filter_heights)
         self.filter_widths = tuple(filter_widths)
@@ -63,6 +81,8 @@ class ConvSpace(SearchSpace):
         self.strides = tuple(strides)
         self.pooling = pooling
         self.skip_connections = skip_connections
+        self.stride_from = stride_from
+        self.reduce_at = tuple(sorted(reduce_at))
         # the same space at other depths, built once and shared by every member
         self._family: dict[int, ConvSpace] = {num_layers: self}
         super().__init__([d for i in range(num_layers) for d in self._layer(i)])
@@ -73,7 +93,9 @@ class ConvSpace(SearchSpace):
             Categorical(p + "filter_height", self.filter_heights, "filter_height"),
             Categorical(p + "filter_width", self.filter_widths, "filter_width"),
         ]
-        if self.predict_strides:
+        # Layers before ``stride_from`` keep the full resolution: no stride decisions at all
+        # (not one-option ones), so the controller spends no steps on them.
+        if self.predict_strides and i >= self.stride_from:
             out += [
                 Categorical(p + "stride_h", self.strides, "stride"),
                 Categorical(p + "stride_w", self.strides, "stride"),
@@ -95,6 +117,8 @@ class ConvSpace(SearchSpace):
             "strides": list(self.strides),
             "pooling": self.pooling,
             "skip_connections": self.skip_connections,
+            "stride_from": self.stride_from,
+            "reduce_at": list(self.reduce_at),
         }
 
     @classmethod
@@ -105,9 +129,11 @@ class ConvSpace(SearchSpace):
         (other values need explicit space parameters, so a typo is not a new space).
         """
         layers = {key.split(".", 1)[0] for key in choices if key.startswith("L")}
+        strided = [int(key[1:].split(".", 1)[0]) for key in choices if key.endswith(".stride_h")]
         return {
             "num_layers": len(layers),
-            "predict_strides": "L0.stride_h" in choices,
+            "predict_strides": bool(strided),
+            "stride_from": min(strided, default=0),
             "pooling": "L0.pool" in choices,
             "skip_connections": "L0.inputs" in choices,
         }
@@ -129,10 +155,9 @@ class ConvSpace(SearchSpace):
         return self if arch.space != self.name or depth < 1 else self.with_layers(depth)
 
     def space_of_tokens(self, num_tokens: int) -> ConvSpace:
-        per_layer = sum(d.num_tokens for d in self._layer(0))
         depth, total = 0, 0
         while total < num_tokens:
-            total += per_layer + (depth if self.skip_connections else 0)
+            total += sum(d.num_tokens for d in self._layer(depth))
             depth += 1
         if total != num_tokens:
             raise SpaceError(f"conv: no depth has {num_tokens} tokens")
@@ -142,11 +167,12 @@ class ConvSpace(SearchSpace):
         """Layer ``i``'s settings with defaults filled in: what a builder needs."""
         p = f"L{i}."
         choices = arch.as_dict()
+        fixed = 2 if i in self.reduce_at else 1
         return {
             "filter_height": choices[p + "filter_height"],
             "filter_width": choices[p + "filter_width"],
-            "stride_h": choices.get(p + "stride_h", 1),
-            "stride_w": choices.get(p + "stride_w", 1),
+            "stride_h": choices.get(p + "stride_h", fixed),
+            "stride_w": choices.get(p + "stride_w", fixed),
             "filters": choices[p + "filters"],
             "pool": choices.get(p + "pool", "none"),
             # Without predicted skips the paper's network is a plain chain.
@@ -162,7 +188,7 @@ class ConvSpace(SearchSpace):
         for i in range(self.num_layers):
             lay = self.layer(arch, i)
             text = f"{lay['filter_height']}x{lay['filter_width']}x{lay['filters']}"
-            if self.predict_strides:
+            if self.predict_strides or i in self.reduce_at:
                 text += f"/s{lay['stride_h']}x{lay['stride_w']}"
             if lay["pool"] != "none":
                 text += f"+{lay['pool']}pool"
