@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -251,7 +250,9 @@ def test_drawing_all_skip_flags_at_once_uses_the_generator_as_drawing_them_one_b
         at_once = ctrl.sample(n, torch.Generator().manual_seed(n))
     assert torch.equal(at_once.tokens, reference.tokens) and at_once.tokens[:, 20:].sum() > 0
     assert torch.allclose(at_once.log_prob, reference.log_prob)
-    assert torch.allclose(at_once.token_hidden, reference.token_hidden, atol=1e-6)
+    # the same computation, batched differently: float32 rounding differs by CPU (1.1e-6 at
+    # n = 16 on an AMD EPYC), while a wrong state would be off by tenths
+    assert torch.allclose(at_once.token_hidden, reference.token_hidden, atol=1e-5)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -424,14 +425,15 @@ def test_an_ask_past_the_rounds_scores_the_hot_rows_not_every_seen_row(
     assert len(set(drawn)) == 4 and not set(drawn) & {tuple(r) for r in seen}
 
 
-# What the "batched-rounds-then-hot" sampler (8b7b8a9: three hot walks of 4 rows per
-# sequence wanted, hot rows evicted least recently marked first) asked on a collapsing
-# nb201 run, resumed halfway, that reaches its hot trie 42 times, its full trie 10 times
-# and a full hot set: sha256 of the keys, space-separated (480 distinct architectures).
-HOT_SAMPLER_ASKS = "aca63f099832640d"
+# The "batched-rounds-then-hot" sampler (8b7b8a9: three hot walks of 4 rows per sequence
+# wanted, hot rows evicted least recently marked first) on a collapsing nb201 run reaches
+# its hot trie and its full trie (10 times on the machine the run was first recorded on, 8
+# on an AMD EPYC: sixty REINFORCE steps at lr 0.2 carry float32 rounding, which differs by
+# CPU, into the draws, so the asks are compared within one machine, not to a pinned hash).
 
 
-def _collapsing_asks(sampler: str | None, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], int]:
+def _collapsing_asks(sampler: str | None, monkeypatch: pytest.MonkeyPatch,
+                     resume: bool = True) -> tuple[list[str], int]:
     """The keys a sharpening nb201 REINFORCE run asks (60 asks of 8), and how many of its
     asks scored every seen row (the full trie)."""
     from nasrl.controller import unique
@@ -451,14 +453,15 @@ def _collapsing_asks(sampler: str | None, monkeypatch: pytest.MonkeyPatch) -> tu
         return strategy
 
     # the sampler and the hot rows travel in the state
-    return _asks_resumed_halfway(make, rounds=60, size=8), len(full)
+    return _asks_resumed_halfway(make, rounds=60, size=8, resume=resume), len(full)
 
 
 def test_a_run_saved_with_the_first_hot_sampler_resumes_with_the_same_asks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     keys, full = _collapsing_asks("batched-rounds-then-hot", monkeypatch)
-    assert len(set(keys)) == 480 and full == 10
-    assert hashlib.sha256(" ".join(keys).encode()).hexdigest()[:16] == HOT_SAMPLER_ASKS
+    assert len(set(keys)) == 480 and full > 0  # the full-trie path ran, before and after the save
+    uninterrupted, _ = _collapsing_asks("batched-rounds-then-hot", monkeypatch, resume=False)
+    assert keys == uninterrupted
 
 
 def test_the_adaptive_hot_walks_spare_the_full_trie_where_three_fixed_walks_needed_it(
@@ -539,14 +542,15 @@ def test_a_walk_of_many_rows_weighs_each_token_as_a_walk_of_one_does() -> None:
     assert not np.allclose(weights[0], probs[0])  # the seen rows below weigh in
 
 
-def _asks_resumed_halfway(make: Callable[[], Any], rounds: int, size: int) -> list[str]:
+def _asks_resumed_halfway(make: Callable[[], Any], rounds: int, size: int, resume: bool = True) -> list[str]:
     """The keys a strategy from ``make`` asks in ``rounds`` asks of ``size``, told a fixed
-    reward per key, and reloaded from its state into a fresh one halfway."""
+    reward per key, and reloaded from its state into a fresh one halfway (unless not
+    ``resume``: the uninterrupted run to compare with)."""
     from nasrl.strategies.base import Observation
 
     strategy, keys = make(), []
     for round_ in range(rounds):
-        if round_ == rounds // 2:
+        if resume and round_ == rounds // 2:
             state = strategy.state_dict()
             strategy = make()
             strategy.load_state_dict(state)
