@@ -85,6 +85,7 @@ class ConvSpace(SearchSpace):
         self.reduce_at = tuple(sorted(reduce_at))
         # the same space at other depths, built once and shared by every member
         self._family: dict[int, ConvSpace] = {num_layers: self}
+        self._by_tokens: dict[int, ConvSpace] = {}
         super().__init__([d for i in range(num_layers) for d in self._layer(i)])
 
     def _layer(self, i: int) -> list[Decision]:
@@ -155,13 +156,18 @@ class ConvSpace(SearchSpace):
         return self if arch.space != self.name or depth < 1 else self.with_layers(depth)
 
     def space_of_tokens(self, num_tokens: int) -> ConvSpace:
-        depth, total = 0, 0
-        while total < num_tokens:
-            total += sum(d.num_tokens for d in self._layer(depth))
-            depth += 1
-        if total != num_tokens:
-            raise SpaceError(f"conv: no depth has {num_tokens} tokens")
-        return self.with_layers(depth)
+        # called once per saved row when a state loads: the answers are kept (layers'
+        # token counts differ with the anchors and stride_from)
+        member = self._by_tokens.get(num_tokens)
+        if member is None:
+            depth, total = 0, 0
+            while total < num_tokens:
+                total += sum(d.num_tokens for d in self._layer(depth))
+                depth += 1
+            if total != num_tokens:
+                raise SpaceError(f"conv: no depth has {num_tokens} tokens")
+            member = self._by_tokens[num_tokens] = self.with_layers(depth)
+        return member
 
     def layer(self, arch: Architecture, i: int) -> dict[str, Any]:
         """Layer ``i``'s settings with defaults filled in: what a builder needs."""
