@@ -7,6 +7,7 @@ import torch
 from nasrl.models import ConvNet, build_model, builder_task, has_builder
 from nasrl.models.conv import Concat
 from nasrl.spaces import ConvSpace, get_space, list_spaces
+from nasrl.training.common import count_macs
 
 # Small settings per space so every registered space is exercised quickly.
 SPACE_VARIANTS: dict[str, list[dict[str, object]]] = {
@@ -111,6 +112,32 @@ def test_smaller_maps_are_zero_padded_centred_before_concatenation() -> None:
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
+def test_with_pooled_joins_larger_maps_are_averaged_down_and_a_skip_keeps_the_reduction() -> None:
+    join = Concat([(1, 4, 4), (2, 2, 2)], "pool")
+    assert join.out_shape == (3, 2, 2)
+    big = torch.arange(16.0).reshape(1, 1, 4, 4)
+    out = join([big, torch.ones(1, 2, 2, 2)])
+    # each 2x2 quarter of the larger map averaged; the smaller map untouched
+    assert torch.equal(out[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
+    assert torch.equal(out[0, 1:], torch.ones(2, 2, 2))
+    # other ratios (28 -> 10 after a stride 3; 7 -> 5 x 8 -> 3) take adaptive pooling's windows
+    for size, target in (((28, 28), (10, 10)), ((7, 8), (5, 3)), ((8, 7), (4, 7))):
+        m = torch.randn(2, 3, *size)
+        fitted = Concat([(3, *size), (1, *target)], "pool")([m, torch.zeros(2, 1, *target)])
+        assert torch.allclose(fitted[:, :3], torch.nn.functional.adaptive_avg_pool2d(m, target), atol=1e-6)
+    # inside a network: layer 2 joins the full-size layer 0 and the reduced layer 1, and
+    # stays reduced (with padding the same skip puts it back at full size, at 4x the cost)
+    spaces = {join: ConvSpace(num_layers=3, reduce_at=[1], join=join) for join in ("pad", "pool")}
+    layers = [(3, 3, 24, ()), (3, 3, 36, (0,)), (3, 3, 48, (0, 1))]
+    models = {join: build_model(space, conv_arch(space, layers), input_shape=(1, 8, 8), num_classes=10)
+              for join, space in spaces.items()}
+    assert models["pool"].layers[2].out_shape == (48, 4, 4)
+    assert models["pad"].layers[2].out_shape == (48, 8, 8)
+    x = torch.randn(2, 1, 8, 8)
+    assert models["pool"](x).shape == (2, 10)
+    assert count_macs(models["pool"], x[:1]) < count_macs(models["pad"], x[:1])
+
+
 def test_pooling_and_stride_three_shrink_to_one_pixel_without_error() -> None:
     space = ConvSpace(num_layers=4, predict_strides=True, pooling=True)
     choices = {}
@@ -186,3 +213,16 @@ def test_width_and_depth_scale_a_found_conv_architecture_for_final_training() ->
     for bad in ({"width": 0}, {"width": "2"}, {"depth": 0}, {"depth": 1.5}):
         with pytest.raises(NasrlError, match="conv builder"):
             build_model(space, arch, input_shape=shape, num_classes=10, **bad)
+
+
+def test_a_pooled_join_of_any_ratio_exports_to_onnx(tmp_path) -> None:
+    pytest.importorskip("onnx")
+    from nasrl.export import _onnx
+
+    # a stride 3 leaves 28 -> 10: not a whole ratio, which adaptive pooling cannot export
+    space = ConvSpace(num_layers=3, predict_strides=True, join="pool")
+    arch = conv_arch(space, [(3, 3, 24, ()), (3, 3, 24, (0,)), (3, 3, 24, (0, 1))], strides=[1, 3, 1])
+    model = build_model(space, arch, input_shape=(1, 28, 28), num_classes=10).eval()
+    assert model.joins[2].out_shape == (48, 10, 10)
+    _onnx(model, torch.zeros(1, 1, 28, 28), tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").stat().st_size > 1000

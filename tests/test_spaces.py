@@ -127,6 +127,15 @@ def test_reduce_at_fixes_stride_2_at_those_layers_as_enas_macro_space_does() -> 
         ConvSpace(predict_strides=True, reduce_at=[2])
 
 
+def test_join_is_a_space_parameter_the_family_keeps() -> None:
+    assert ConvSpace().join == "pad"  # the paper's rule by default
+    space = ConvSpace(num_layers=3, reduce_at=[1], join="pool")
+    assert space.params()["join"] == "pool" and space.with_layers(5).join == "pool"
+    assert ConvSpace(**space.params()).params() == space.params()
+    with pytest.raises(SpaceError, match="join must be one of pad, pool, got 'max'"):
+        ConvSpace(join="max")
+
+
 def test_architecture_is_canonical_whatever_the_order() -> None:
     a = Architecture("toy", (("b", 1), ("a", (2, 0))))
     b = Architecture("toy", (("a", (2, 0)), ("b", 1)))

@@ -68,7 +68,8 @@ def _archs(space: SearchSpace, n: int, seed: int) -> list[Architecture]:
     ConvSpace(num_layers=3, skip_connections=False, pooling=True),
     ConvSpace(num_layers=4, predict_strides=True, stride_from=2),
     ConvSpace(num_layers=4, reduce_at=[1, 3]),
-], ids=["skips+strides+pool", "default", "chain", "stride_from", "reduce_at"])
+    ConvSpace(num_layers=5, predict_strides=True, pooling=True, join="pool"),
+], ids=["skips+strides+pool", "default", "chain", "stride_from", "reduce_at", "pooled joins"])
 def test_conv_supernet_equals_the_stand_alone_child_with_the_same_weights(space: ConvSpace) -> None:
     torch.manual_seed(0)
     supernet = build_supernet(space, (3, 11, 11), 5)
@@ -76,6 +77,10 @@ def test_conv_supernet_equals_the_stand_alone_child_with_the_same_weights(space:
     x = torch.randn(6, 3, 11, 11, generator=torch.Generator().manual_seed(2))
     archs = _archs(space, 25, seed=3)
     # the sample must exercise what the equivalence is about, or the test proves little
+    if space.join == "pool":  # some joins must pool a larger map down to a smaller one
+        nets = [build_model(space, a, input_shape=(3, 11, 11), num_classes=5) for a in archs]
+        assert any(any(pad) for net in nets for join in [*net.joins, net.final]
+                   for pad in join.pads)
     if space is CONV_FULL:
         layers = [space.layer(a, i) for a in archs for i in range(space.num_layers)]
         assert any(len(lay["inputs"]) >= 2 for lay in layers)

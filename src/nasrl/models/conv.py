@@ -5,9 +5,11 @@ Rules (Zoph & Le 2017, section 3.3 and appendix):
 * each layer is a convolution (filter height x width, filters, stride) followed by batch
   norm and ReLU, optionally followed by 2x2 max pooling;
 * a layer's input is the concatenation along channels of the layers chosen at its anchor;
-  maps smaller than the largest are zero-padded (centred) to its size;
+  maps smaller than the largest are zero-padded (centred) to its size (the space's
+  ``join = "pad"``), or, with ``join = "pool"``, maps larger than the smallest are
+  average-pooled (adaptively, so any size ratio works) down to its size;
 * a layer with no chosen input takes the image;
-* every layer output that no later layer consumes is concatenated (same padding rule) with
+* every layer output that no later layer consumes is concatenated (same join rule) with
   the last layer's output, then global average pooling and a linear classifier.
 
 A found architecture can be scaled up for its final training, as the paper and ENAS do
@@ -93,17 +95,56 @@ def centre_pad(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int
 
 
 class Concat(nn.Module):
-    """Concatenate maps along channels, zero-padding smaller ones to the largest size."""
+    """Concatenate maps along channels, zero-padding smaller ones to the largest size
+    (``join="pad"``) or average-pooling larger ones to the smallest (``join="pool"``)."""
 
-    def __init__(self, shapes: Sequence[Shape]) -> None:
+    def __init__(self, shapes: Sequence[Shape], join: str = "pad") -> None:
         super().__init__()
-        target = (max(s[1] for s in shapes), max(s[2] for s in shapes))
-        self.pads = [centre_pad((s[1], s[2]), target) for s in shapes]
-        self.out_shape: Shape = (sum(s[0] for s in shapes), *target)
+        pick = max if join == "pad" else min
+        self.target = (pick(s[1] for s in shapes), pick(s[2] for s in shapes))
+        self.pool = join == "pool"
+        self.pads = [centre_pad((s[1], s[2]), self.target) for s in shapes]
+        # Pooling a map down: adaptive average pooling's windows. A whole ratio is plain
+        # average pooling; any other ratio is two averaging matrices (rows, columns) --
+        # the same windows, and unlike adaptive pooling the ONNX exporter takes them.
+        self.poolers = [_pooler((s[1], s[2]), self.target) if self.pool else None for s in shapes]
+        self.out_shape: Shape = (sum(s[0] for s in shapes), *self.target)
+
+    def _fit(self, m: Tensor, pad: tuple[int, int, int, int], pooler: _Pooler) -> Tensor:
+        if not self.pool:
+            return F.pad(m, pad) if any(pad) else m
+        if pooler is None:
+            return m
+        if isinstance(pooler, tuple):
+            return F.avg_pool2d(m, pooler)
+        rows, cols = (a.to(m.device, m.dtype) for a in pooler)
+        return torch.matmul(torch.matmul(rows, m), cols.T)
 
     def forward(self, maps: list[Tensor]) -> Tensor:
-        padded = [F.pad(m, p) if any(p) else m for m, p in zip(maps, self.pads, strict=True)]
-        return padded[0] if len(padded) == 1 else torch.cat(padded, dim=1)
+        fitted = [self._fit(m, p, q) for m, p, q in zip(maps, self.pads, self.poolers, strict=True)]
+        return fitted[0] if len(fitted) == 1 else torch.cat(fitted, dim=1)
+
+
+_Pooler = tuple[int, int] | list[Tensor] | None
+
+
+def _pooler(size: tuple[int, int], target: tuple[int, int]) -> _Pooler:
+    """How ``_fit`` pools a ``size`` map to ``target``: None (same size), a whole-ratio
+    kernel, or adaptive pooling's row and column averaging matrices."""
+    if size == target:
+        return None
+    if size[0] % target[0] == 0 and size[1] % target[1] == 0:
+        return (size[0] // target[0], size[1] // target[1])
+    return [_averaging(size[0], target[0]), _averaging(size[1], target[1])]
+
+
+def _averaging(n: int, out: int) -> Tensor:
+    # adaptive pooling's window i: floor(i * n / out) .. ceil((i + 1) * n / out)
+    a = torch.zeros(out, n)
+    for i in range(out):
+        start, end = i * n // out, -(-(i + 1) * n // out)
+        a[i, start:end] = 1.0 / (end - start)
+    return a
 
 
 class ConvNet(nn.Module):
@@ -121,7 +162,7 @@ class ConvNet(nn.Module):
             settings = space.layer(arch, i)
             settings["filters"] = max(1, round(settings["filters"] * width))
             inputs = tuple(settings["inputs"])
-            join = Concat([shapes[j] for j in inputs] if inputs else [image])
+            join = Concat([shapes[j] for j in inputs] if inputs else [image], space.join)
             layer = ConvLayer(join.out_shape[0], settings, join.out_shape[1:], depth)
             self.inputs.append(inputs)
             self.joins.append(join)
@@ -131,7 +172,7 @@ class ConvNet(nn.Module):
         last = space.num_layers - 1
         # dangling outputs first, in layer order, then the last layer
         self.outputs = [j for j in range(last) if j not in consumed] + [last]
-        self.final = Concat([shapes[j] for j in self.outputs])
+        self.final = Concat([shapes[j] for j in self.outputs], space.join)
         self.classifier = nn.Linear(self.final.out_shape[0], num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -12,6 +12,13 @@ space fixes its reductions. Under shared weights the controller otherwise learns
 early -- a young supernet scores small maps best -- and the pick underfits when trained
 alone (see the README's one-shot section).
 
+How a layer joins several inputs of different sizes: ``join = "pad"`` is the paper's rule
+(smaller maps are zero-padded to the largest), ``join = "pool"`` ENAS's (larger maps are
+average-pooled down to the smallest, as its factorized reductions bring earlier outputs
+to a reduced layer's size). With padding, one skip from a full-size layer puts every later
+layer back at full size (and cost); with pooling a layer runs at the smallest resolution
+it is fed, so a skip from an early layer does not undo a later reduction.
+
 The paper grows the depth during the search (6 layers, +2 every 1,600 architectures); a
 space has a fixed depth, and :meth:`ConvSpace.with_layers` gives the deeper one: the
 spaces of every depth form one family, built once and shared. Layer ``i``'s decisions do
@@ -34,6 +41,7 @@ from nasrl.spaces.base import Architecture, Categorical, Decision, SearchSpace, 
 from nasrl.spaces.registry import register_space
 
 POOL_OPTIONS: tuple[str, ...] = ("none", "max")
+JOIN_OPTIONS: tuple[str, ...] = ("pad", "pool")
 
 
 @register_space("conv")
@@ -52,6 +60,7 @@ class ConvSpace(SearchSpace):
         skip_connections: bool = True,
         stride_from: int = 0,
         reduce_at: Sequence[int] = (),
+        join: str = "pad",
     ) -> None:
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise SpaceError(f"conv: num_layers must be a positive integer, got {num_layers!r}")
@@ -73,6 +82,8 @@ class ConvSpace(SearchSpace):
             raise SpaceError(f"conv: reduce_at must be distinct layer indices, got {reduce_at!r}")
         if reduce_at and predict_strides:
             raise SpaceError("conv: reduce_at fixes the strides; it excludes predict_strides")
+        if join not in JOIN_OPTIONS:
+            raise SpaceError(f"conv: join must be one of {', '.join(JOIN_OPTIONS)}, got {join!r}")
         self.num_layers = num_layers
         self.filter_heights = tuple(filter_heights)
         self.filter_widths = tuple(filter_widths)
@@ -83,6 +94,7 @@ class ConvSpace(SearchSpace):
         self.skip_connections = skip_connections
         self.stride_from = stride_from
         self.reduce_at = tuple(sorted(reduce_at))
+        self.join = join
         # the same space at other depths, built once and shared by every member
         self._family: dict[int, ConvSpace] = {num_layers: self}
         self._by_tokens: dict[int, ConvSpace] = {}
@@ -120,6 +132,7 @@ class ConvSpace(SearchSpace):
             "skip_connections": self.skip_connections,
             "stride_from": self.stride_from,
             "reduce_at": list(self.reduce_at),
+            "join": self.join,
         }
 
     @classmethod

@@ -125,7 +125,7 @@ class ConvSuperNet(SuperNet):
         for i in range(self.conv_space.num_layers):
             s = self.conv_space.layer(arch, i)
             inputs = tuple(s["inputs"])
-            join = Concat([shapes[j] for j in inputs] if inputs else [image])
+            join = Concat([shapes[j] for j in inputs] if inputs else [image], self.conv_space.join)
             pool, out_hw = layer_geometry(s, join.out_shape[1:])
             layers.append(_LayerPlan(inputs or (IMAGE,), join, (s["filter_height"], s["filter_width"]),
                                      (s["stride_h"], s["stride_w"]), s["filters"], pool))
@@ -133,7 +133,7 @@ class ConvSuperNet(SuperNet):
         consumed = {j for lp in layers for j in lp.sources}
         last = len(layers) - 1
         outputs = (*(j for j in range(last) if j not in consumed), last)
-        return _Plan(tuple(layers), outputs, Concat([shapes[j] for j in outputs]))
+        return _Plan(tuple(layers), outputs, Concat([shapes[j] for j in outputs], self.conv_space.join))
 
     def _layer_weight(self, i: int, plan: _Plan) -> Tensor:
         lp = plan.layers[i]
