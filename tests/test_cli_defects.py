@@ -244,6 +244,13 @@ def test_shipped_example_architectures_and_preset_read(tmp_path: Path) -> None:
 
     preset = load_config(tomllib.loads((examples / "fashion_mnist_fast.toml").read_text()))
     assert preset.dataset == "fashion-mnist" and preset.training.max_train_samples == 10000
+    from nasrl.spaces import get_space
+
+    for name in ("enas_fashion_mnist.toml", "enas_fashion_mnist_reduce.toml"):
+        oneshot = load_config(tomllib.loads((examples / name).read_text()))
+        space = get_space(oneshot.space, **oneshot.space_params)
+        assert oneshot.method == "multi-trial" and space.name == "conv" and space.num_layers == 6
+    assert space.params()["join"] == "pool" and oneshot.objective.constraints == ("macs<=25M",)
 
 
 # -- the sweep: every subcommand fed bad input, in-process (an escaping exception fails it) -----------
