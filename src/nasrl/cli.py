@@ -121,6 +121,22 @@ def _add_train_parser(sub: Any) -> None:
     train.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     train.add_argument("--save", action="store_true",
                        help="write the weights (state_dict) and a results JSON next to the architecture file")
+    train.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                       help="keep the training state in FILE after every epoch; the same command "
+                            "run again resumes from it (image datasets)")
+    train.add_argument("--stop-after", type=_positive_float, default=None, metavar="MINUTES",
+                       help="with --checkpoint: stop at the first epoch end after MINUTES, to "
+                            "continue with the same command (a long final training in sittings)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
 
 
 def _int_at_least(minimum: int, text: str) -> int:
@@ -312,7 +328,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_dataset(space.name, args.dataset, train_on_valid=args.train_on_valid, data_dir=args.data_dir)
     from nasrl.models import builder_task
 
+    if args.stop_after is not None and args.checkpoint is None:
+        raise NasrlError("--stop-after needs --checkpoint (where the next command resumes from)")
     if builder_task(space.name) == "language":
+        if args.checkpoint is not None:
+            raise NasrlError("--checkpoint is for image training; a recurrent cell's training has none yet")
         return _train_language(args, space, arch)
     args.dataset = args.dataset or "digits"
     values = _assignments(args.overrides)
@@ -323,6 +343,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = build(TrainConfig, values)
     if args.threads:
         torch.set_num_threads(args.threads)
+    build_options = _assignments(args.build_options)
+    checkpoint = _open_checkpoint(args, arch, config, build_options)
     data = load_images(args.dataset, data_dir=args.data_dir, seed=args.seed)
     if args.final:
         data = data.for_final_training()
@@ -330,23 +352,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  {args.dataset}: {len(data.train_x)} train, {len(data.test_x)} test"
           f"{'' if args.final else f', {len(data.val_x)} validation'}; {config.epochs} epochs", flush=True)
 
-    def report(epoch: int, res: TrainResult) -> None:
+    if checkpoint is not None and checkpoint.epochs_done:
+        print(f"  resuming from {args.checkpoint}: {checkpoint.epochs_done} of {config.epochs} epochs done",
+              flush=True)
+    started = time.perf_counter()
+
+    def report(epoch: int, res: TrainResult) -> bool:
         val = f"  val {100 * res.val_acc[-1]:.2f}%" if res.val_acc else ""
         print(f"  epoch {epoch + 1:3d}/{config.epochs}  loss {res.train_loss[-1]:.4f}{val}"
               f"  {res.wall_time:7.1f}s", flush=True)
+        # --stop-after: this sitting ends at the first epoch end past the limit
+        return args.stop_after is not None and time.perf_counter() - started > 60 * args.stop_after
 
     result, model = train_architecture(space, arch, data, config, seed=args.seed, device=args.device,
                                        test=True, validate=not args.final, on_epoch=report,
-                                       build_options=_assignments(args.build_options))
+                                       build_options=build_options, checkpoint=checkpoint)
     if not result.ok:
         print(f"nasrl train: training failed: {result.error}", file=sys.stderr)
         return 1
+    if len(result.train_loss) < config.epochs:
+        print(f"stopped after epoch {len(result.train_loss)}/{config.epochs} "
+              f"(--stop-after {args.stop_after:g}); the same command continues from {args.checkpoint}")
+        return 0
     assert result.test_acc is not None
     print(f"test accuracy {100 * result.test_acc:.2f}%  ({result.params:,} parameters, "
           f"{result.macs / 1e6:.1f}M MACs, {result.wall_time:.1f}s)")
     if args.save and model is not None:
         _save_trained(args, space, arch, model, result, config)
     return 0
+
+
+def _open_checkpoint(args: argparse.Namespace, arch: Any, config: Any, build_options: dict[str, Any]) -> Any:
+    """``--checkpoint``'s file, checked to be this training's (None without the flag)."""
+    if args.checkpoint is None:
+        return None
+    import dataclasses
+    import json
+
+    from nasrl.training.checkpoint import TrainCheckpoint
+
+    fingerprint = json.dumps({
+        "architecture": arch.to_dict(), "dataset": args.dataset, "final": args.final, "seed": args.seed,
+        "training": dataclasses.asdict(config), "build": build_options,
+    }, sort_keys=True, default=str)
+    path = args.checkpoint.expanduser()
+    if not path.parent.is_dir():
+        raise NasrlError(f"--checkpoint {path}: the folder {path.parent} does not exist")
+    return TrainCheckpoint.open(path, fingerprint)
 
 
 def _train_language(args: argparse.Namespace, space: Any, arch: Any) -> int:

@@ -23,6 +23,7 @@ from nasrl.data.augment import random_crop, random_erasing, random_flip
 from nasrl.data.images import ImageData
 from nasrl.errors import NasrlError
 from nasrl.spaces.base import Architecture, SearchSpace
+from nasrl.training.checkpoint import TrainCheckpoint
 from nasrl.training.common import (
     TrainResult,
     build_seeded,
@@ -172,7 +173,8 @@ EpochCallback = Callable[[int, TrainResult], bool | None]
 
 def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed: int,
                 device: str | torch.device | None = None, test: bool = False, validate: bool = True,
-                on_epoch: EpochCallback | None = None) -> TrainResult:
+                on_epoch: EpochCallback | None = None,
+                checkpoint: TrainCheckpoint | None = None) -> TrainResult:
     """Train ``model`` on ``data``'s training split; never raises for a failing child.
 
     Returns validation accuracy per epoch (and ``val_acc_max_last``), parameters, MACs and
@@ -180,6 +182,8 @@ def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed:
     ``validate=False`` skips the per-epoch validation (a final model trained on train +
     validation). NaN losses,
     out-of-memory and any other exception give a failed result carrying the error.
+    With a ``checkpoint`` the state is saved after every epoch, and a checkpoint that holds
+    epochs already is resumed after them (its curves and seconds carried on).
     """
     result = TrainResult(status="complete")
     start = time.perf_counter()
@@ -196,12 +200,20 @@ def train_model(model: nn.Module, data: ImageData, config: TrainConfig, *, seed:
         train_x, train_y = training_subset(data, config, gen, dev)
         opt = make_optimizer(model, config)
         model.train()
-        step = 0
-        for epoch in range(config.epochs):
+        first, step = 0, 0
+        if checkpoint is not None and checkpoint.state is not None:
+            first, step, progress = checkpoint.restore(model, opt, gen)
+            result.train_loss, result.val_acc = list(progress["train_loss"]), list(progress["val_acc"])
+            start -= float(progress["seconds"])
+        for epoch in range(first, config.epochs):
             loss, step = train_epoch(model, data, train_x, train_y, opt, config, gen, step)
             result.train_loss.append(check_finite(loss, epoch))
             if validate:
                 result.val_acc.append(evaluate_accuracy(model, data.val_x, data.val_y, config))
+            if checkpoint is not None:
+                checkpoint.save(model, opt, gen, epoch + 1, step, {
+                    "train_loss": result.train_loss, "val_acc": result.val_acc,
+                    "seconds": time.perf_counter() - start})
             if on_epoch is not None:
                 result.wall_time = time.perf_counter() - start
                 if on_epoch(epoch, result):
@@ -229,12 +241,13 @@ def training_subset(data: ImageData, config: TrainConfig, gen: torch.Generator,
 def train_architecture(space: SearchSpace, arch: Architecture, data: ImageData, config: TrainConfig, *,
                        seed: int, device: str | torch.device | None = None, test: bool = False,
                        validate: bool = True, on_epoch: EpochCallback | None = None,
-                       build_options: dict[str, Any] | None = None) -> tuple[TrainResult, nn.Module | None]:
+                       build_options: dict[str, Any] | None = None,
+                       checkpoint: TrainCheckpoint | None = None) -> tuple[TrainResult, nn.Module | None]:
     """Build ``arch`` with weights drawn from ``seed`` and train it; a build error is a failed result."""
     model = build_seeded(space, arch, seed, input_shape=data.input_shape, num_classes=data.num_classes,
                          build_options=build_options)
     if isinstance(model, TrainResult):
         return model, None
     result = train_model(model, data, config, seed=seed, device=device, test=test, validate=validate,
-                         on_epoch=on_epoch)
+                         on_epoch=on_epoch, checkpoint=checkpoint)
     return result, model
