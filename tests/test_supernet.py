@@ -79,8 +79,8 @@ def test_conv_supernet_equals_the_stand_alone_child_with_the_same_weights(space:
     # the sample must exercise what the equivalence is about, or the test proves little
     if space.join == "pool":  # some joins must pool a larger map down to a smaller one
         nets = [build_model(space, a, input_shape=(3, 11, 11), num_classes=5) for a in archs]
-        assert any(any(pad) for net in nets for join in [*net.joins, net.final]
-                   for pad in join.pads)
+        assert any(pooler is not None for net in nets for join in [*net.joins, net.final]
+                   for pooler in join.poolers)
     if space is CONV_FULL:
         layers = [space.layer(a, i) for a in archs for i in range(space.num_layers)]
         assert any(len(lay["inputs"]) >= 2 for lay in layers)

@@ -103,7 +103,7 @@ class Concat(nn.Module):
         pick = max if join == "pad" else min
         self.target = (pick(s[1] for s in shapes), pick(s[2] for s in shapes))
         self.pool = join == "pool"
-        self.pads = [centre_pad((s[1], s[2]), self.target) for s in shapes]
+        self.pads = [(0, 0, 0, 0) if self.pool else centre_pad((s[1], s[2]), self.target) for s in shapes]
         # Pooling a map down: adaptive average pooling's windows. A whole ratio is plain
         # average pooling; any other ratio is two averaging matrices (rows, columns) --
         # the same windows, and unlike adaptive pooling the ONNX exporter takes them.
