@@ -5,14 +5,14 @@ weight sharing, and than random architectures of the space?
         [--data-dir DIR] [--child-epochs 5] [--child-train-samples 10000] [--random 3]
         [--seed 0] [--threads 2] [--stage all|search|train]
 
-1. ``nasrl search --method enas`` with the config (default: examples/enas_fashion_mnist.toml),
+1. ``nasrl search --method enas`` with the config (default: examples/enas_fashion_mnist_reduce.toml),
    then the same search with ``--strategy random`` (Li & Talwalkar's random search with
    weight sharing: the same supernet training, architectures drawn uniformly, the derived
    pick ranked by the same shared-weight score).
 2. Trains from scratch, with one short recipe, the ENAS pick, the weight-sharing random
-   pick and ``--random`` architectures drawn uniformly from the space (from ``--seed``
-   alone), each on the training split (validation accuracy on the validation split, test
-   accuracy on the test split).
+   pick and ``--random`` architectures drawn uniformly from the space within the config's
+   hard limits on parameters and MACs (from ``--seed`` alone), each on the training split
+   (validation accuracy on the validation split, test accuracy on the test split).
 3. Prints the table and checks the targets: ENAS >= the weight-sharing random pick and
    >= the best random architecture (validation accuracy, the quantity the search
    optimises; test accuracy shown beside it), and each search within 30 minutes.
@@ -41,13 +41,15 @@ import torch
 
 from nasrl.cli import main as nasrl
 from nasrl.data import load_images
-from nasrl.runs import open_run
+from nasrl.data.images import ImageData
+from nasrl.models import build_model
+from nasrl.runs import RunView, open_run
 from nasrl.spaces.base import Architecture, SearchSpace
-from nasrl.training import TrainConfig
+from nasrl.training import TrainConfig, static_costs
 from nasrl.training.image import train_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "examples" / "enas_fashion_mnist.toml"
+DEFAULT_CONFIG = ROOT / "examples" / "enas_fashion_mnist_reduce.toml"
 DEFAULT_DATA = ROOT.parent / "shared/data/fashion-mnist"
 SEARCH_MINUTES = 30
 
@@ -72,17 +74,32 @@ def search(name: str, args: argparse.Namespace, extra: list[str]) -> float:
     return spent
 
 
-def candidates(args: argparse.Namespace) -> tuple[SearchSpace, list[tuple[str, Architecture]]]:
+def candidates(args: argparse.Namespace,
+               data: ImageData) -> tuple[SearchSpace, list[tuple[str, Architecture]]]:
     picks = []
-    space: SearchSpace | None = None
     for name in ("enas", "ws-random"):
         view = open_run(args.out / name)
-        space = view.space
         picks.append((name, view.store.derived()[0].arch))
-    assert space is not None
     rng = np.random.default_rng(args.seed + 1000)  # not the searches' streams
-    picks += [(f"random-{i + 1}", space.sample(rng)) for i in range(args.random)]
-    return space, picks
+    picks += [(f"random-{i + 1}", feasible_sample(view, data, rng)) for i in range(args.random)]
+    return view.space, picks
+
+
+def feasible_sample(view: RunView, data: ImageData, rng: np.random.Generator) -> Architecture:
+    """A uniform draw from the run's space within its hard limits on parameters and MACs
+    (rejection sampling): the architectures a user bound by the same limits could pick,
+    as the searches' picks are."""
+    limits = view.objective.static_limits()
+    for _ in range(10_000):
+        arch = view.space.sample(rng)
+        if not limits:
+            return arch
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights
+            model = build_model(view.space, arch, input_shape=data.input_shape,
+                                num_classes=data.num_classes, **view.config.build_options)
+        if not view.objective.violations(static_costs(model, data.input_shape)):
+            return arch
+    raise SystemExit(f"no random architecture within {limits} in 10,000 draws")
 
 
 def train_child(name: str, space: SearchSpace, arch: Architecture, data: Any,
@@ -185,9 +202,9 @@ def main() -> None:
     if args.stage == "search":
         return
     seconds = {n: float((args.out / f"{n}.seconds").read_text()) for n in ("enas", "ws-random")}
-    space, picks = candidates(args)
     dataset = open_run(args.out / "enas").config.dataset or "digits"  # the config's (a smoke run: digits)
     data = load_images(dataset, data_dir=args.data_dir, seed=args.seed)
+    space, picks = candidates(args, data)
     rows = [train_child(name, space, arch, data, args) for name, arch in picks]
     report(rows, seconds)
 

@@ -19,7 +19,7 @@ from nasrl.errors import NasrlError
 from nasrl.evaluators.base import EvalResult, Evaluator, report_epoch
 from nasrl.models import build_model, builder_task
 from nasrl.spaces.base import Architecture, SearchSpace
-from nasrl.training import TrainConfig, TrainResult, count_macs, count_params, train_architecture
+from nasrl.training import TrainConfig, TrainResult, static_costs, train_architecture
 from nasrl.training.language import LMTrainConfig, train_cell
 
 if TYPE_CHECKING:
@@ -118,8 +118,7 @@ class TrainingEvaluator(Evaluator):
             raise
         except Exception:
             return None  # a child that cannot be built fails in training, with its error
-        macs = count_macs(model, torch.zeros(1, *data.input_shape))
-        costs = {"params": float(count_params(model)), "macs": float(macs), "flops": 2.0 * macs}
+        costs = static_costs(model, data.input_shape)
         if all(costs[m] <= limit for m, limit in self.screen.items()):
             return None
         costs["screened"] = 1.0

@@ -372,15 +372,13 @@ class OneShotSearch:
         costs = self._costs.get(arch.key)
         if costs is None:
             from nasrl.models import build_model
-            from nasrl.training.common import count_macs, count_params
+            from nasrl.training.common import static_costs
 
             # the child's random initialization must not move the global generator
             with torch.random.fork_rng(devices=[]):
                 model = build_model(self.space, arch, input_shape=data.input_shape,
                                     num_classes=data.num_classes, **self.config.build_options)
-            macs = float(count_macs(model, torch.zeros(1, *data.input_shape)))
-            costs = self._costs[arch.key] = {"params": float(count_params(model)), "macs": macs,
-                                             "flops": 2.0 * macs}
+            costs = self._costs[arch.key] = static_costs(model, data.input_shape)
         return costs
 
     def _derive(self, session: _Session, data: ImageData) -> list[Derived]:

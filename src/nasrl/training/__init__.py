@@ -1,6 +1,6 @@
 """Child trainers: plain functions over tensors that return a :class:`TrainResult`."""
 
-from nasrl.training.common import TrainResult, count_macs, count_params, seeded
+from nasrl.training.common import TrainResult, count_macs, count_params, seeded, static_costs
 from nasrl.training.image import TrainConfig, evaluate_accuracy, max_last, train_architecture, train_model
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "evaluate_accuracy",
     "max_last",
     "seeded",
+    "static_costs",
     "train_architecture",
     "train_model",
 ]

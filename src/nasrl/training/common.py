@@ -134,6 +134,13 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """Parameters, MACs and FLOPs (2 x MACs) of an image model, counted on one zero example:
+    the costs a hard limit can screen before any training."""
+    macs = count_macs(model, torch.zeros(1, *input_shape))
+    return {"params": float(count_params(model)), "macs": float(macs), "flops": 2.0 * macs}
+
+
 def count_macs(model: nn.Module, example: Tensor) -> int:
     """Multiply-accumulates of convolutions and linear layers for one example."""
     total = 0
