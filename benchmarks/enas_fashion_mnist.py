@@ -198,7 +198,9 @@ def main() -> None:
     seconds = {}
     if args.stage in ("all", "search"):
         seconds["enas"] = search("enas", args, [])
-        seconds["ws-random"] = search("ws-random", args, ["--strategy", "random"])
+        # the config's strategy_config holds the controller's settings, which random has none of
+        random = ["--strategy", "random", "--set", "strategy_config={}"]
+        seconds["ws-random"] = search("ws-random", args, random)
     if args.stage == "search":
         return
     seconds = {n: float((args.out / f"{n}.seconds").read_text()) for n in ("enas", "ws-random")}
