@@ -13,6 +13,11 @@ schedule; report both validation accuracies and Kendall's tau-b between them. Ta
 tau >= 0.5 (published NAS-Bench-201 supernets reach 0.2-0.7). The stand-alone runs
 dominate the cost: --archs x --child-epochs child epochs per space. ``--json PATH`` writes
 the settings and every architecture's pair of accuracies (docs/enas-ranking-fmnist.json).
+``--child-seeds N`` trains each architecture N times and ranks by the mean; the first two
+seeds' own tau ("seed tau") says how far the short stand-alone schedule agrees with
+itself, which bounds what any proxy can reach. ``--reuse PATH`` keeps a --json file's
+supernet scores and stand-alone results (same settings), so more seeds cost only the
+children they add.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +37,7 @@ from nasrl.benchmark import kendall_tau
 from nasrl.data import ImageData, load_images
 from nasrl.models.supernet import build_supernet
 from nasrl.spaces import ConvSpace, get_space
-from nasrl.spaces.base import SearchSpace
+from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.training import TrainConfig, seeded
 from nasrl.training.image import train_architecture
 from nasrl.training.shared import shared_accuracy, train_shared
@@ -50,15 +56,48 @@ def make_space(name: str, layers: int, filters: list[int]) -> SearchSpace:
 @dataclass
 class Ranking:
     space: str
-    tau: float
-    shared_mean: float
-    alone_mean: float
     shared_seconds: float
     alone_seconds: float
     shared: list[float]
-    alone: list[float]
+    alone_seeds: list[list[float]]
+    """Each architecture's stand-alone validation accuracy, one per training seed."""
     archs: list[str]
     losses: list[float]
+
+    @property
+    def alone(self) -> list[float]:
+        return [float(np.mean(a)) for a in self.alone_seeds]
+
+    @property
+    def tau(self) -> float:
+        return kendall_tau(self.shared, self.alone)
+
+    @property
+    def seed_tau(self) -> float:
+        """Kendall tau between the first two seeds' stand-alone accuracies: how well the
+        short stand-alone schedule ranks against itself, a ceiling for any proxy's tau
+        (NaN with one seed)."""
+        if any(len(a) < 2 for a in self.alone_seeds):
+            return float("nan")
+        return kendall_tau([a[0] for a in self.alone_seeds], [a[1] for a in self.alone_seeds])
+
+
+# settings that may differ between a --reuse file and this run
+_REUSE_FREE = {"json", "reuse", "child_seeds", "threads", "spaces", "data_dir"}
+
+
+def reused(args: argparse.Namespace, space: str) -> dict[str, Any] | None:
+    """The ``space`` entry of the --reuse file, checked against this run's settings."""
+    if args.reuse is None:
+        return None
+    saved = json.loads(args.reuse.read_text())
+    mine = {k: v for k, v in vars(args).items() if k not in _REUSE_FREE}
+    theirs = {k: v for k, v in saved["settings"].items() if k not in _REUSE_FREE}
+    if mine != theirs:
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise SystemExit(f"--reuse {args.reuse}: other settings ({', '.join(diff)})")
+    entry: dict[str, Any] | None = saved["spaces"].get(space)
+    return entry
 
 
 def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) -> Ranking:
@@ -69,29 +108,48 @@ def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) ->
                                 learning_rate=args.lr, max_train_samples=args.max_train_samples)
     child_config = TrainConfig(epochs=args.child_epochs, batch_size=args.batch_size,
                                learning_rate=args.lr, max_train_samples=args.max_train_samples)
-    start = time.perf_counter()
-    with seeded(args.seed):
-        supernet = build_supernet(space, data.input_shape, data.num_classes, **options)
-    losses = train_shared(supernet, data, shared_config, seed=args.seed, device="cpu")
-    shared_seconds = time.perf_counter() - start
     rng = np.random.default_rng(args.seed + 1)
     archs = [space.sample(rng) for _ in range(args.archs)]
-    bs = args.batch_size
-    calibration = [data.train_x[i:i + bs] for i in range(0, args.calibration_batches * bs, bs)]
-    shared = [shared_accuracy(supernet, a, data.val_x, data.val_y, shared_config, calibration=calibration)
-              for a in archs]
+    previous = reused(args, space.name)
+    if previous is not None:
+        ranking = _from_saved(previous, space, archs)
+    else:
+        start = time.perf_counter()
+        with seeded(args.seed):
+            supernet = build_supernet(space, data.input_shape, data.num_classes, **options)
+        losses = train_shared(supernet, data, shared_config, seed=args.seed, device="cpu")
+        shared_seconds = time.perf_counter() - start
+        bs = args.batch_size
+        calibration = [data.train_x[i:i + bs] for i in range(0, args.calibration_batches * bs, bs)]
+        shared = [shared_accuracy(supernet, a, data.val_x, data.val_y, shared_config,
+                                  calibration=calibration) for a in archs]
+        ranking = Ranking(space.name, shared_seconds, 0.0, [float(x) for x in shared],
+                          [[] for _ in archs], [space.describe(a) for a in archs], [float(x) for x in losses])
     start = time.perf_counter()
-    alone = []
     for k, arch in enumerate(archs):
-        result, _ = train_architecture(space, arch, data, child_config, seed=args.seed + 100 + k,
-                                       device="cpu", build_options=options)
-        alone.append(result.val_acc[-1] if result.ok else float("nan"))
-        print(f"  {space.name} #{k:2d} shared {shared[k]:.4f}  stand-alone {alone[k]:.4f}  "
-              f"{space.describe(arch)}", flush=True)
-    print(f"  {space.name} supernet train loss per epoch: {' '.join(f'{x:.3f}' for x in losses)}")
-    return Ranking(space.name, kendall_tau(shared, alone), float(np.mean(shared)), float(np.nanmean(alone)),
-                   shared_seconds, time.perf_counter() - start, [float(x) for x in shared], alone,
-                   [space.describe(a) for a in archs], [float(x) for x in losses])
+        seeds = ranking.alone_seeds[k]
+        while len(seeds) < args.child_seeds:
+            # the first seed is the one every earlier run used, so reused results stay comparable
+            seed = args.seed + 100 + k + 1000 * len(seeds)
+            result, _ = train_architecture(space, arch, data, child_config, seed=seed,
+                                           device="cpu", build_options=options)
+            seeds.append(result.val_acc[-1] if result.ok else float("nan"))
+        print(f"  {space.name} #{k:2d} shared {ranking.shared[k]:.4f}  stand-alone "
+              f"{' '.join(f'{a:.4f}' for a in seeds)}  {space.describe(arch)}", flush=True)
+    ranking.alone_seconds += time.perf_counter() - start
+    print(f"  {space.name} supernet train loss per epoch: {' '.join(f'{x:.3f}' for x in ranking.losses)}")
+    return ranking
+
+
+def _from_saved(entry: dict[str, Any], space: SearchSpace, archs: list[Architecture]) -> Ranking:
+    described = [space.describe(a) for a in archs]
+    if [a["arch"] for a in entry["archs"]] != described:
+        raise SystemExit(f"--reuse: its {space.name} architectures are not this run's")
+    alone = [[x for x in a.get("alone_val_acc_seeds", [a["alone_val_acc"]]) if x is not None]
+             for a in entry["archs"]]
+    return Ranking(space.name, entry["supernet_seconds"], entry["alone_seconds"],
+                   [a["shared_val_acc"] for a in entry["archs"]], alone, described,
+                   entry["supernet_loss_per_epoch"])
 
 
 def _finite(x: float) -> float | None:
@@ -105,13 +163,15 @@ def write_json(path: Path, args: argparse.Namespace, rows: list[Ranking]) -> Non
     for r in rows:
         spaces[r.space] = {
             "kendall_tau": _finite(r.tau), "target": TARGET_TAU, "pass": bool(r.tau >= TARGET_TAU),
-            "shared_mean": r.shared_mean, "alone_mean": _finite(r.alone_mean),
+            "seed_tau": _finite(r.seed_tau),
+            "shared_mean": float(np.mean(r.shared)), "alone_mean": _finite(float(np.nanmean(r.alone))),
             "shared_range": [min(r.shared), max(r.shared)],
             "alone_range": [_finite(float(np.nanmin(r.alone))), _finite(float(np.nanmax(r.alone)))],
             "supernet_seconds": round(r.shared_seconds, 1), "alone_seconds": round(r.alone_seconds, 1),
             "supernet_loss_per_epoch": r.losses,
-            "archs": [{"arch": a, "shared_val_acc": s, "alone_val_acc": _finite(t)}
-                      for a, s, t in zip(r.archs, r.shared, r.alone, strict=True)],
+            "archs": [{"arch": a, "shared_val_acc": s, "alone_val_acc": _finite(t),
+                       "alone_val_acc_seeds": [_finite(x) for x in seeds]}
+                      for a, s, t, seeds in zip(r.archs, r.shared, r.alone, r.alone_seeds, strict=True)],
         }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"settings": settings, "spaces": spaces}, indent=1) + "\n")
@@ -138,6 +198,13 @@ def main() -> None:
     parser.add_argument("--nb201-cells", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child-seeds", type=int, default=1,
+                        help="train each architecture stand-alone this many times (seeds) and rank "
+                             "by the mean; with 2 or more, 'seed tau' is the first two seeds' "
+                             "agreement, a ceiling for the supernet's tau")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="a --json file of a run with the same settings: its supernet scores "
+                             "and stand-alone results are kept, only missing seeds are trained")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -149,11 +216,11 @@ def main() -> None:
           f"max_train_samples {args.max_train_samples}; threads {args.threads}")
     rows = [rank_space(make_space(name, args.conv_layers, args.conv_filters), data, args)
             for name in args.spaces]
-    print(f"\n{'space':8s} {'tau':>6s} {'shared acc':>10s} {'alone acc':>9s} {'supernet s':>10s} "
-          f"{'alone s':>8s}")
+    print(f"\n{'space':8s} {'tau':>6s} {'seed tau':>8s} {'shared acc':>10s} {'alone acc':>9s} "
+          f"{'supernet s':>10s} {'alone s':>8s}")
     for r in rows:
-        print(f"{r.space:8s} {r.tau:6.3f} {r.shared_mean:10.4f} {r.alone_mean:9.4f} "
-              f"{r.shared_seconds:10.1f} {r.alone_seconds:8.1f}")
+        print(f"{r.space:8s} {r.tau:6.3f} {r.seed_tau:8.3f} {np.mean(r.shared):10.4f} "
+              f"{np.nanmean(r.alone):9.4f} {r.shared_seconds:10.1f} {r.alone_seconds:8.1f}")
     for r in rows:
         verdict = "PASS " if r.tau >= TARGET_TAU else "MISS "
         print(verdict + f"{r.space}: Kendall tau {r.tau:.3f} (>= {TARGET_TAU})")
