@@ -90,9 +90,12 @@ def reused(args: argparse.Namespace, space: str) -> dict[str, Any] | None:
     """The ``space`` entry of the --reuse file, checked against this run's settings."""
     if args.reuse is None:
         return None
-    saved = json.loads(args.reuse.read_text())
+    try:
+        saved = json.loads(args.reuse.read_text())
+        theirs = {k: v for k, v in saved["settings"].items() if k not in _REUSE_FREE}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SystemExit(f"--reuse {args.reuse}: not a --json output of this benchmark ({exc})") from None
     mine = {k: v for k, v in vars(args).items() if k not in _REUSE_FREE}
-    theirs = {k: v for k, v in saved["settings"].items() if k not in _REUSE_FREE}
     if mine != theirs:
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise SystemExit(f"--reuse {args.reuse}: other settings ({', '.join(diff)})")
@@ -177,6 +180,13 @@ def write_json(path: Path, args: argparse.Namespace, rows: list[Ranking]) -> Non
     path.write_text(json.dumps({"settings": settings, "spaces": spaces}, indent=1) + "\n")
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spaces", nargs="+", default=["conv", "nb201"], choices=["conv", "nb201"])
@@ -198,7 +208,7 @@ def main() -> None:
     parser.add_argument("--nb201-cells", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--child-seeds", type=int, default=1,
+    parser.add_argument("--child-seeds", type=_positive, default=1,
                         help="train each architecture stand-alone this many times (seeds) and rank "
                              "by the mean; with 2 or more, 'seed tau' is the first two seeds' "
                              "agreement, a ceiling for the supernet's tau")
