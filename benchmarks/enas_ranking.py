@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -86,6 +87,12 @@ class Ranking:
 _REUSE_FREE = {"json", "reuse", "child_seeds", "threads", "spaces", "data_dir"}
 
 
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit status 2 (as argparse and nasrl answer it)."""
+    print(f"enas_ranking.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def reused(args: argparse.Namespace, space: str) -> dict[str, Any] | None:
     """The ``space`` entry of the --reuse file, checked against this run's settings."""
     if args.reuse is None:
@@ -94,11 +101,11 @@ def reused(args: argparse.Namespace, space: str) -> dict[str, Any] | None:
         saved = json.loads(args.reuse.read_text())
         theirs = {k: v for k, v in saved["settings"].items() if k not in _REUSE_FREE}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SystemExit(f"--reuse {args.reuse}: not a --json output of this benchmark ({exc})") from None
+        fail(f"--reuse {args.reuse}: not a --json output of this benchmark ({exc})")
     mine = {k: v for k, v in vars(args).items() if k not in _REUSE_FREE}
     if mine != theirs:
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        raise SystemExit(f"--reuse {args.reuse}: other settings ({', '.join(diff)})")
+        fail(f"--reuse {args.reuse}: other settings ({', '.join(diff)})")
     entry: dict[str, Any] | None = saved["spaces"].get(space)
     return entry
 
@@ -147,7 +154,7 @@ def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) ->
 def _from_saved(entry: dict[str, Any], space: SearchSpace, archs: list[Architecture]) -> Ranking:
     described = [space.describe(a) for a in archs]
     if [a["arch"] for a in entry["archs"]] != described:
-        raise SystemExit(f"--reuse: its {space.name} architectures are not this run's")
+        fail(f"--reuse: its {space.name} architectures are not this run's")
     alone = [[x for x in a.get("alone_val_acc_seeds", [a["alone_val_acc"]]) if x is not None]
              for a in entry["archs"]]
     return Ranking(space.name, entry["supernet_seconds"], entry["alone_seconds"],
