@@ -42,10 +42,9 @@ import torch
 from nasrl.cli import main as nasrl
 from nasrl.data import load_images
 from nasrl.data.images import ImageData
-from nasrl.models import build_model
 from nasrl.runs import RunView, open_run
 from nasrl.spaces.base import Architecture, SearchSpace
-from nasrl.training import TrainConfig, static_costs
+from nasrl.training import TrainConfig, child_costs
 from nasrl.training.image import train_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,10 +93,8 @@ def feasible_sample(view: RunView, data: ImageData, rng: np.random.Generator) ->
         arch = view.space.sample(rng)
         if not limits:
             return arch
-        with torch.random.fork_rng(devices=[]):  # building draws initial weights
-            model = build_model(view.space, arch, input_shape=data.input_shape,
-                                num_classes=data.num_classes, **view.config.build_options)
-        if not view.objective.violations(static_costs(model, data.input_shape)):
+        costs = child_costs(view.space, arch, data.input_shape, data.num_classes, view.config.build_options)
+        if not view.objective.violations(costs):
             return arch
     raise SystemExit(f"no random architecture within {limits} in 10,000 draws")
 

@@ -105,6 +105,21 @@ def test_macs_count_a_known_network() -> None:
     assert count_macs(model, torch.zeros(1, 1, 8, 8)) == 8 * 8 * 4 * 9 + 256 * 10
 
 
+def test_child_costs_count_the_built_child_and_leave_the_global_generator_alone() -> None:
+    from nasrl.training import child_costs
+
+    space = get_space("conv", num_layers=1, filter_heights=[3], filter_widths=[3], num_filters=[4])
+    arch = space.sample(__import__("numpy").random.default_rng(0))
+    torch.manual_seed(5)
+    costs = child_costs(space, arch, (1, 8, 8), 10, {"width": 2.0})
+    # one 3x3 conv to 8 filters on 8x8, then the classifier; the draw after is the seed's first
+    assert costs["macs"] == 8 * 8 * 8 * 9 + 8 * 10 and costs["flops"] == 2 * costs["macs"]
+    assert costs["params"] > 8 * 9
+    drawn = torch.rand(1)
+    torch.manual_seed(5)
+    assert torch.equal(drawn, torch.rand(1))
+
+
 def test_architecture_documents_round_trip_and_infer_the_space(tmp_path: Path) -> None:
     space = get_space("conv", num_layers=3, predict_strides=True)
     arch = space.sample(__import__("numpy").random.default_rng(0))

@@ -17,9 +17,9 @@ from nasrl.data.images import ImageData, load_images
 from nasrl.data.text import TextData, load_text
 from nasrl.errors import NasrlError
 from nasrl.evaluators.base import EvalResult, Evaluator, report_epoch
-from nasrl.models import build_model, builder_task
+from nasrl.models import builder_task
 from nasrl.spaces.base import Architecture, SearchSpace
-from nasrl.training import TrainConfig, TrainResult, static_costs, train_architecture
+from nasrl.training import TrainConfig, TrainResult, child_costs, train_architecture
 from nasrl.training.language import LMTrainConfig, train_cell
 
 if TYPE_CHECKING:
@@ -106,19 +106,16 @@ class TrainingEvaluator(Evaluator):
         return EvalResult(status, metrics, cost=result.wall_time, error=result.error)
 
     def _screen(self, arch: Architecture, data: ImageData) -> EvalResult | None:
-        """The child's static costs, untrained, when they break a hard limit; else None.
-        Its weights do not matter for counting, so no seed is involved."""
+        """The child's static costs, untrained, when they break a hard limit; else None."""
         if not self.screen:
             return None
         start = time.perf_counter()
         try:
-            model = build_model(self.space, arch, input_shape=data.input_shape,
-                                num_classes=data.num_classes, **self.build_options)
+            costs = child_costs(self.space, arch, data.input_shape, data.num_classes, self.build_options)
         except NasrlError:
             raise
         except Exception:
             return None  # a child that cannot be built fails in training, with its error
-        costs = static_costs(model, data.input_shape)
         if all(costs[m] <= limit for m, limit in self.screen.items()):
             return None
         costs["screened"] = 1.0

@@ -371,14 +371,10 @@ class OneShotSearch:
             return {}
         costs = self._costs.get(arch.key)
         if costs is None:
-            from nasrl.models import build_model
-            from nasrl.training.common import static_costs
+            from nasrl.training.common import child_costs
 
-            # the child's random initialization must not move the global generator
-            with torch.random.fork_rng(devices=[]):
-                model = build_model(self.space, arch, input_shape=data.input_shape,
-                                    num_classes=data.num_classes, **self.config.build_options)
-            costs = self._costs[arch.key] = static_costs(model, data.input_shape)
+            costs = self._costs[arch.key] = child_costs(self.space, arch, data.input_shape, data.num_classes,
+                                                        self.config.build_options)
         return costs
 
     def _derive(self, session: _Session, data: ImageData) -> list[Derived]:

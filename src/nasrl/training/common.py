@@ -141,6 +141,19 @@ def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, fl
     return {"params": float(count_params(model)), "macs": float(macs), "flops": 2.0 * macs}
 
 
+def child_costs(space: SearchSpace, arch: Architecture, input_shape: tuple[int, ...], num_classes: int,
+                build_options: dict[str, Any] | None = None) -> dict[str, float]:
+    """:func:`static_costs` of the stand-alone child ``build_model`` makes for ``arch`` (what
+    ``nasrl train`` builds), untrained. Building draws initial weights; the global
+    generator is forked for it, so the caller's random stream does not move."""
+    from nasrl.models import build_model  # models import nothing of training's
+
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(space, arch, input_shape=input_shape, num_classes=num_classes,
+                            **(build_options or {}))
+    return static_costs(model, input_shape)
+
+
 def count_macs(model: nn.Module, example: Tensor) -> int:
     """Multiply-accumulates of convolutions and linear layers for one example."""
     total = 0
