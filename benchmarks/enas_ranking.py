@@ -17,7 +17,12 @@ the settings and every architecture's pair of accuracies (docs/enas-ranking-fmni
 seeds' own tau ("seed tau") says how far the short stand-alone schedule agrees with
 itself, which bounds what any proxy can reach. ``--reuse PATH`` keeps a --json file's
 supernet scores and stand-alone results (same settings), so more seeds cost only the
-children they add.
+children they add; ``--reuse-alone PATH`` keeps only its stand-alone results and trains a
+new supernet, so supernet variants (``--shared-epochs``, ``--nb201-cell-bn``,
+``--calibration-batches``) are compared on the same stand-alone side at the supernet's
+cost alone. Every run scores the architectures twice: with batch-norm statistics
+recalibrated on training batches (the "tau" the target is about) and with the statistics
+of each validation batch, as ENAS's rewards are computed ("batch-stat tau").
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ class Ranking:
     shared_seconds: float
     alone_seconds: float
     shared: list[float]
+    """Shared-weight validation accuracy with recalibrated batch-norm statistics."""
+    shared_batch: list[float]
+    """The same with each validation batch's own statistics (empty in older files)."""
     alone_seeds: list[list[float]]
     """Each architecture's stand-alone validation accuracy, one per training seed."""
     archs: list[str]
@@ -74,6 +82,10 @@ class Ranking:
         return kendall_tau(self.shared, self.alone)
 
     @property
+    def batch_tau(self) -> float:
+        return kendall_tau(self.shared_batch, self.alone) if self.shared_batch else float("nan")
+
+    @property
     def seed_tau(self) -> float:
         """Kendall tau between the first two seeds' stand-alone accuracies: how well the
         short stand-alone schedule ranks against itself, a ceiling for any proxy's tau
@@ -84,7 +96,11 @@ class Ranking:
 
 
 # settings that may differ between a --reuse file and this run
-_REUSE_FREE = {"json", "reuse", "child_seeds", "threads", "spaces", "data_dir"}
+_REUSE_FREE = {"json", "reuse", "reuse_alone", "child_seeds", "threads", "spaces", "data_dir"}
+# ... and also between a --reuse-alone file and this run: the stand-alone side ignores them
+_SUPERNET_ONLY = {"shared_epochs", "calibration_batches", "nb201_cell_bn"}
+# settings added since files were first written, with the value those files ran with
+_ADDED = {"nb201_cell_bn": "affine"}
 
 
 def fail(message: str) -> NoReturn:
@@ -93,48 +109,54 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def reused(args: argparse.Namespace, space: str) -> dict[str, Any] | None:
-    """The ``space`` entry of the --reuse file, checked against this run's settings."""
-    if args.reuse is None:
-        return None
+def reused(args: argparse.Namespace, space: str) -> tuple[dict[str, Any] | None, bool]:
+    """The ``space`` entry of the --reuse or --reuse-alone file, checked against this
+    run's settings, and whether its supernet scores are kept too (--reuse)."""
+    if args.reuse is None and args.reuse_alone is None:
+        return None, False
+    option, path = ("--reuse", args.reuse) if args.reuse is not None else ("--reuse-alone", args.reuse_alone)
+    free = _REUSE_FREE if args.reuse is not None else _REUSE_FREE | _SUPERNET_ONLY
     try:
-        saved = json.loads(args.reuse.read_text())
-        theirs = {k: v for k, v in saved["settings"].items() if k not in _REUSE_FREE}
+        saved = json.loads(path.read_text())
+        theirs = {k: v for k, v in {**_ADDED, **saved["settings"]}.items() if k not in free}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        fail(f"--reuse {args.reuse}: not a --json output of this benchmark ({exc})")
-    mine = {k: v for k, v in vars(args).items() if k not in _REUSE_FREE}
+        fail(f"{option} {path}: not a --json output of this benchmark ({exc})")
+    mine = {k: v for k, v in vars(args).items() if k not in free}
     if mine != theirs:
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-        fail(f"--reuse {args.reuse}: other settings ({', '.join(diff)})")
+        fail(f"{option} {path}: other settings ({', '.join(diff)})")
     entry: dict[str, Any] | None = saved["spaces"].get(space)
-    return entry
+    return entry, args.reuse is not None
 
 
 def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) -> Ranking:
-    options = {}
+    options: dict[str, Any] = {}
     if space.name == "nb201":
         options = {"channels": args.nb201_channels, "cells_per_stage": args.nb201_cells}
+    supernet_options = {**options, "cell_affine": args.nb201_cell_bn == "affine"} if options else {}
     shared_config = TrainConfig(epochs=args.shared_epochs, batch_size=args.batch_size,
                                 learning_rate=args.lr, max_train_samples=args.max_train_samples)
     child_config = TrainConfig(epochs=args.child_epochs, batch_size=args.batch_size,
                                learning_rate=args.lr, max_train_samples=args.max_train_samples)
     rng = np.random.default_rng(args.seed + 1)
     archs = [space.sample(rng) for _ in range(args.archs)]
-    previous = reused(args, space.name)
-    if previous is not None:
-        ranking = _from_saved(previous, space, archs)
-    else:
+    previous, keep_shared = reused(args, space.name)
+    ranking = None if previous is None else _from_saved(previous, space, archs)
+    if ranking is None or not keep_shared:
         start = time.perf_counter()
         with seeded(args.seed):
-            supernet = build_supernet(space, data.input_shape, data.num_classes, **options)
+            supernet = build_supernet(space, data.input_shape, data.num_classes, **supernet_options)
         losses = train_shared(supernet, data, shared_config, seed=args.seed, device="cpu")
         shared_seconds = time.perf_counter() - start
         bs = args.batch_size
         calibration = [data.train_x[i:i + bs] for i in range(0, args.calibration_batches * bs, bs)]
         shared = [shared_accuracy(supernet, a, data.val_x, data.val_y, shared_config,
                                   calibration=calibration) for a in archs]
-        ranking = Ranking(space.name, shared_seconds, 0.0, [float(x) for x in shared],
-                          [[] for _ in archs], [space.describe(a) for a in archs], [float(x) for x in losses])
+        batch = [shared_accuracy(supernet, a, data.val_x, data.val_y, shared_config) for a in archs]
+        alone = [[] for _ in archs] if ranking is None else ranking.alone_seeds
+        ranking = Ranking(space.name, shared_seconds, 0.0 if ranking is None else ranking.alone_seconds,
+                          [float(x) for x in shared], [float(x) for x in batch], alone,
+                          [space.describe(a) for a in archs], [float(x) for x in losses])
     start = time.perf_counter()
     for k, arch in enumerate(archs):
         seeds = ranking.alone_seeds[k]
@@ -157,14 +179,19 @@ def _from_saved(entry: dict[str, Any], space: SearchSpace, archs: list[Architect
         fail(f"--reuse: its {space.name} architectures are not this run's")
     alone = [[x for x in a.get("alone_val_acc_seeds", [a["alone_val_acc"]]) if x is not None]
              for a in entry["archs"]]
+    batch = [a.get("shared_batch_val_acc") for a in entry["archs"]]
     return Ranking(space.name, entry["supernet_seconds"], entry["alone_seconds"],
-                   [a["shared_val_acc"] for a in entry["archs"]], alone, described,
-                   entry["supernet_loss_per_epoch"])
+                   [a["shared_val_acc"] for a in entry["archs"]],
+                   [] if None in batch else batch, alone, described, entry["supernet_loss_per_epoch"])
 
 
 def _finite(x: float) -> float | None:
     # JSON has no NaN: a failed child or a constant ranking becomes null
     return x if math.isfinite(x) else None
+
+
+def _or_none(values: list[float], n: int) -> list[float | None]:
+    return list(values) if values else [None] * n
 
 
 def write_json(path: Path, args: argparse.Namespace, rows: list[Ranking]) -> None:
@@ -173,15 +200,16 @@ def write_json(path: Path, args: argparse.Namespace, rows: list[Ranking]) -> Non
     for r in rows:
         spaces[r.space] = {
             "kendall_tau": _finite(r.tau), "target": TARGET_TAU, "pass": bool(r.tau >= TARGET_TAU),
-            "seed_tau": _finite(r.seed_tau),
+            "batch_stat_tau": _finite(r.batch_tau), "seed_tau": _finite(r.seed_tau),
             "shared_mean": float(np.mean(r.shared)), "alone_mean": _finite(float(np.nanmean(r.alone))),
             "shared_range": [min(r.shared), max(r.shared)],
             "alone_range": [_finite(float(np.nanmin(r.alone))), _finite(float(np.nanmax(r.alone)))],
             "supernet_seconds": round(r.shared_seconds, 1), "alone_seconds": round(r.alone_seconds, 1),
             "supernet_loss_per_epoch": r.losses,
-            "archs": [{"arch": a, "shared_val_acc": s, "alone_val_acc": _finite(t),
+            "archs": [{"arch": a, "shared_val_acc": s, "shared_batch_val_acc": b, "alone_val_acc": _finite(t),
                        "alone_val_acc_seeds": [_finite(x) for x in seeds]}
-                      for a, s, t, seeds in zip(r.archs, r.shared, r.alone, r.alone_seeds, strict=True)],
+                      for a, s, b, t, seeds in zip(r.archs, r.shared, _or_none(r.shared_batch, len(r.archs)),
+                                                   r.alone, r.alone_seeds, strict=True)],
         }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"settings": settings, "spaces": spaces}, indent=1) + "\n")
@@ -213,6 +241,9 @@ def main() -> None:
                         help="filter-count choices of the conv space (default: the paper's)")
     parser.add_argument("--nb201-channels", type=int, default=16)
     parser.add_argument("--nb201-cells", type=int, default=5)
+    parser.add_argument("--nb201-cell-bn", choices=["affine", "plain"], default="affine",
+                        help="batch norm of the supernet's cell ops: with affine parameters (as the "
+                             "stand-alone cells) or without (NAS-Bench-201's one-shot setting)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child-seeds", type=_positive, default=1,
@@ -222,8 +253,13 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="a --json file of a run with the same settings: its supernet scores "
                              "and stand-alone results are kept, only missing seeds are trained")
+    parser.add_argument("--reuse-alone", type=Path, default=None,
+                        help="a --json file whose stand-alone settings match: its stand-alone "
+                             "results are kept and a new supernet is trained")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    if args.reuse is not None and args.reuse_alone is not None:
+        fail("--reuse and --reuse-alone exclude each other (--reuse keeps the supernet's scores too)")
     torch.set_num_threads(args.threads)
     data_dir = args.data_dir or (DEFAULT_DATA if args.dataset == "fashion-mnist" else None)
     data = load_images(args.dataset, data_dir=data_dir, seed=args.seed, val_size=args.val_size,
@@ -233,10 +269,10 @@ def main() -> None:
           f"max_train_samples {args.max_train_samples}; threads {args.threads}")
     rows = [rank_space(make_space(name, args.conv_layers, args.conv_filters), data, args)
             for name in args.spaces]
-    print(f"\n{'space':8s} {'tau':>6s} {'seed tau':>8s} {'shared acc':>10s} {'alone acc':>9s} "
-          f"{'supernet s':>10s} {'alone s':>8s}")
+    print(f"\n{'space':8s} {'tau':>6s} {'batch-stat tau':>14s} {'seed tau':>8s} {'shared acc':>10s} "
+          f"{'alone acc':>9s} {'supernet s':>10s} {'alone s':>8s}")
     for r in rows:
-        print(f"{r.space:8s} {r.tau:6.3f} {r.seed_tau:8.3f} {np.mean(r.shared):10.4f} "
+        print(f"{r.space:8s} {r.tau:6.3f} {r.batch_tau:14.3f} {r.seed_tau:8.3f} {np.mean(r.shared):10.4f} "
               f"{np.nanmean(r.alone):9.4f} {r.shared_seconds:10.1f} {r.alone_seconds:8.1f}")
     for r in rows:
         verdict = "PASS " if r.tau >= TARGET_TAU else "MISS "

@@ -31,8 +31,9 @@ def _randomise(net: nn.Module, seed: int) -> None:
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen))
+                if m.affine:
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen))
                 assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
@@ -92,10 +93,17 @@ def test_conv_supernet_equals_the_stand_alone_child_with_the_same_weights(space:
         _assert_equivalent(space, supernet, arch, x)
 
 
-def test_nb201_supernet_equals_the_stand_alone_child_with_the_same_weights() -> None:
+@pytest.mark.parametrize("cell_affine", [True, False])
+def test_nb201_supernet_equals_the_stand_alone_child_with_the_same_weights(cell_affine: bool) -> None:
     space = get_space("nb201")
     torch.manual_seed(0)
-    supernet = build_supernet(space, (3, 8, 8), 4, channels=4, cells_per_stage=2)
+    supernet = build_supernet(space, (3, 8, 8), 4, channels=4, cells_per_stage=2, cell_affine=cell_affine)
+    cell_bns = [m for name, m in supernet.named_modules() if ".ops." in name and isinstance(m, nn.BatchNorm2d)]
+    assert len(cell_bns) == 2 * 3 * 6 * 2  # (2 cells x 3 stages) x 6 edges x 2 parametric ops
+    assert all(m.affine == cell_affine for m in cell_bns)
+    # the stem, reductions and head keep theirs either way
+    assert all(m.affine for name, m in supernet.named_modules()
+               if ".ops." not in name and isinstance(m, nn.BatchNorm2d))
     _randomise(supernet, 1)
     x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     ops = {e: "none" for e in ("edge_1_0", "edge_2_0", "edge_2_1", "edge_3_0", "edge_3_1", "edge_3_2")}

@@ -7,12 +7,19 @@ own batch norm), and a child runs the one op its architecture puts on the edge
 ('none' contributes nothing, 'skip_connect' and 'avg_pool_3x3' have no weights). The cell
 forward is the stand-alone cell's loop, edge for edge in the same order, so the two agree
 to the last bit given the same weights.
+
+``cell_affine=False`` drops the affine parameters of the cell ops' batch norms, as
+NAS-Bench-201's own one-shot baselines train their supernets: a shared scale and shift
+per op is fitted to the mixture of every context the op is sampled in, and can favour the
+ops that look good under that mixture. The stand-alone child keeps its affine batch norm,
+handed weight 1 and bias 0, which is the same function.
 """
 
 from __future__ import annotations
 
 from typing import cast
 
+import torch
 from torch import Tensor, nn
 
 from nasrl.models.nb201 import ReLUConvBN, ResidualReduction
@@ -25,11 +32,11 @@ PARAMETRIC: dict[str, int] = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}  # op -> ker
 
 
 class SuperCell(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, affine: bool = True) -> None:
         super().__init__()
         self.ops = nn.ModuleDict({
             edge_name(i, j): nn.ModuleDict(
-                {op: ReLUConvBN(channels, channels, k) for op, k in PARAMETRIC.items()})
+                {op: ReLUConvBN(channels, channels, k, affine=affine) for op, k in PARAMETRIC.items()})
             for i, j in EDGES
         })
         self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
@@ -62,7 +69,7 @@ class SuperCell(nn.Module):
 
 class NB201SuperNet(SuperNet):
     def __init__(self, space: SearchSpace, input_shape: tuple[int, ...], num_classes: int,
-                 channels: int, cells_per_stage: int) -> None:
+                 channels: int, cells_per_stage: int, cell_affine: bool = True) -> None:
         super().__init__(space, input_shape, num_classes,
                          {"channels": channels, "cells_per_stage": cells_per_stage})
         layers: list[nn.Module] = [
@@ -73,7 +80,7 @@ class NB201SuperNet(SuperNet):
             if stage:
                 layers.append(ResidualReduction(c, 2 * c))
                 c *= 2
-            layers += [SuperCell(c) for _ in range(cells_per_stage)]
+            layers += [SuperCell(c, cell_affine) for _ in range(cells_per_stage)]
         layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(c, num_classes)
@@ -93,6 +100,12 @@ class NB201SuperNet(SuperNet):
             key = _child_name(name, arch)
             if key is not None:
                 state[key] = value.detach().clone()
+        for name, m in self.named_modules():
+            key = _child_name(name, arch)
+            if isinstance(m, nn.BatchNorm2d) and not m.affine and key is not None:
+                # the child's affine batch norm as the identity map this one is
+                state[f"{key}.weight"] = torch.ones(m.num_features)
+                state[f"{key}.bias"] = torch.zeros(m.num_features)
         return state
 
 
@@ -111,7 +124,10 @@ def _child_name(name: str, arch: Architecture) -> str | None:
 
 @register_supernet("nb201")
 def build_nb201_supernet(space: SearchSpace, *, input_shape: tuple[int, ...], num_classes: int,
-                         channels: int = 16, cells_per_stage: int = 5) -> SuperNet:
+                         channels: int = 16, cells_per_stage: int = 5,
+                         cell_affine: bool = True) -> SuperNet:
     if channels < 1 or cells_per_stage < 1:
         raise ValueError("nb201 supernet: channels and cells_per_stage must be positive")
-    return NB201SuperNet(space, input_shape, num_classes, channels, cells_per_stage)
+    if not isinstance(cell_affine, bool):
+        raise ValueError(f"nb201 supernet: cell_affine must be true or false, got {cell_affine!r}")
+    return NB201SuperNet(space, input_shape, num_classes, channels, cells_per_stage, cell_affine)
