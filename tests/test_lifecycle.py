@@ -23,6 +23,7 @@ from nasrl.evaluators.base import EvalResult, Evaluator, report_epoch
 from nasrl.execution import ProcessExecutor, SerialExecutor, Task
 from nasrl.lock import RunLock, writer
 from nasrl.search import Search, SearchConfig
+from nasrl.signals import Terminated, handle_sigterm
 from nasrl.spaces import Architecture, get_space
 from nasrl.store import TrialStore
 
@@ -274,6 +275,52 @@ def test_raising_the_budget_replays_a_round_cut_short_by_the_old_one(tmp_path: P
     finally:
         resumed.close()
     assert result.counts["evaluated"] == 17
+
+
+
+class SigtermInAFinalizer(Evaluator):
+    """At its n-th call, a SIGTERM lands while a finalizer (``__del__``) runs, where Python
+    prints the handler's exception as "Exception ignored" and drops it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        self.n -= 1
+        if self.n == 0:
+            _Finalized()  # gone at once: its __del__ runs here
+        return EvalResult("complete", {"val_acc": int(arch.key[:4], 16) / 65535})
+
+
+class _Finalized:
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the handler runs (and raises) in here
+            pass
+
+
+def test_a_sigterm_whose_exception_a_finalizer_dropped_still_stops_at_the_trial_boundary(
+        tmp_path: Path, nb201_table_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dropped: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_value))
+    config = SearchConfig(space="nb201", evaluator="tabular", table=str(nb201_table_path), budget=12,
+                          executor="serial", seed=3)
+    search = Search.create(tmp_path / "run", config)
+    before = signal.getsignal(signal.SIGTERM)
+    handle_sigterm()
+    try:
+        with pytest.raises(Terminated):
+            search.run(SerialExecutor(), evaluator=SigtermInAFinalizer(4))
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        search.close()
+    assert len(dropped) == 1 and isinstance(dropped[0], Terminated)  # the exception really was lost
+    store = TrialStore(tmp_path / "run" / "runs.db", readonly=True)
+    assert store.run_info()["status"] == "interrupted"
+    # stopped right after the 4th result was stored, not at the end of the budget
+    assert [t.state for t in store.trials()][:5] == ["complete"] * 4 + ["queued"]
+    store.close()
 
 
 # -- progress inside long trials ----------------------------------------------------------------------

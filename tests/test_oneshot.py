@@ -397,6 +397,29 @@ def test_a_oneshot_run_has_one_writer(tmp_path: Path) -> None:
     OneShotSearch.open(tmp_path / "run").close()  # free again once the writer closed
 
 
+
+def test_a_sigterm_whose_exception_was_dropped_stops_at_the_next_epoch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the state a SIGTERM leaves when a finalizer swallowed its exception (see test_lifecycle)
+    import nasrl.signals
+    from nasrl.oneshot.enas import OneShotListener
+    from nasrl.signals import Terminated
+
+    class DroppedSigterm(OneShotListener):
+        def on_epoch(self, epoch: int, epochs: int, metrics: Any, seconds: float) -> None:
+            monkeypatch.setattr(nasrl.signals, "_terminated", True)
+
+    search = OneShotSearch.create(tmp_path / "run", load_config(tiny()))
+    search.listeners.append(DroppedSigterm())
+    with pytest.raises(Terminated):
+        search.run()
+    search.close()
+    assert checkpoint(tmp_path / "run")[0] == 1  # the first epoch is kept, the second never began
+    store = TrialStore(tmp_path / "run" / "runs.db", readonly=True)
+    assert store.run_info()["status"] == "interrupted"
+    store.close()
+
+
 def test_samples_per_epoch_walks_through_the_whole_training_split_in_windows(tmp_path: Path) -> None:
     search = OneShotSearch.create(tmp_path / "run", load_config(tiny(**{"oneshot.samples_per_epoch": 300})))
     try:

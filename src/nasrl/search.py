@@ -49,6 +49,7 @@ from nasrl.lock import RunLock
 from nasrl.objectives import Objective, ObjectiveConfig
 from nasrl.oneshot.config import OneShotConfig
 from nasrl.pruning import HIGHER_IS_BETTER, PruningConfig, should_prune
+from nasrl.signals import check_terminated
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 from nasrl.spaces.conv import ConvSpace, DepthSchedule
 from nasrl.spaces.registry import get_space
@@ -508,6 +509,7 @@ class Search:
         submitted: set[int] = set()
         try:
             while max_rounds is None or rounds_done < max_rounds:
+                check_terminated()  # rounds of reused results only record nothing
                 t0 = time.perf_counter()
                 asked = self._ask_ahead(round_, asked)
                 overhead += time.perf_counter() - t0
@@ -691,6 +693,7 @@ class Search:
             error = "the evaluation failed without an error message"
         self.store.finish(trial_id, state, reward, result.metrics, error, result.cost, feasible)
         self._notify(self.store.trial(trial_id))
+        check_terminated()  # a trial boundary, both loops: a SIGTERM whose exception was lost stops here
 
     def _notify(self, trial: Trial) -> None:
         if not self.listeners:

@@ -26,7 +26,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived."""
 
 
+# Set by the handler before it raises. Python runs a signal handler in whatever frame the
+# main thread is in; when that is a finalizer (a ``__del__``, a generator closed by the
+# garbage collector) the exception is printed as "Exception ignored" and dropped, and
+# the run would go on as if no SIGTERM had come. The loops call check_terminated() at
+# each trial or epoch boundary, so a dropped stop still stops there.
+_terminated = False
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _terminated
+    _terminated = True
     # a second SIGTERM during the clean stop kills at once, as the default would
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Terminated()
@@ -34,8 +44,18 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def handle_sigterm() -> None:
     """Make SIGTERM a :class:`Terminated` exception (main thread only, where signals arrive)."""
+    global _terminated
     if threading.current_thread() is threading.main_thread():
+        _terminated = False
         signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def check_terminated() -> None:
+    """Raise :class:`Terminated` if SIGTERM came but its exception was dropped on the way."""
+    global _terminated
+    if _terminated:
+        _terminated = False  # raised once: the clean stop that follows is not interrupted again
+        raise Terminated()
 
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:

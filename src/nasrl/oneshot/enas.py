@@ -65,6 +65,7 @@ from nasrl.search import (
     make_space,
     resolved_config,
 )
+from nasrl.signals import check_terminated
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.store.sqlite import Derived, StoreError, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
@@ -271,6 +272,7 @@ class OneShotSearch:
         session = self._restore(data)
         done = 0
         while session.epoch < cfg.epochs and (max_epochs is None or done < max_epochs):
+            check_terminated()  # an epoch boundary: a SIGTERM whose exception was lost stops here
             t0 = time.perf_counter()
             loss = self._train_shared(session, data)
             warming = session.epoch < cfg.warmup_epochs
