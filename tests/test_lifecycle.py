@@ -111,7 +111,12 @@ def test_a_second_writer_is_refused_readers_stay_free_and_sigterm_stops_cleanly(
 
         os.kill(proc.pid, signal.SIGTERM)
         os.kill(proc.pid, signal.SIGCONT)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=60)  # then its stderr says why it went on (or where it hung)
+            pytest.fail(f"the driver ran on after SIGTERM; its stderr:\n{proc.stderr.read() if proc.stderr else ''}")
         assert proc.returncode == 143
         err = proc.stderr.read() if proc.stderr else ""
         assert err.count("\n") == 1 and "Traceback" not in err, err
