@@ -98,9 +98,9 @@ class Ranking:
 # settings that may differ between a --reuse file and this run
 _REUSE_FREE = {"json", "reuse", "reuse_alone", "child_seeds", "threads", "spaces", "data_dir"}
 # ... and also between a --reuse-alone file and this run: the stand-alone side ignores them
-_SUPERNET_ONLY = {"shared_epochs", "calibration_batches", "nb201_cell_bn"}
+_SUPERNET_ONLY = {"shared_epochs", "shared_lr", "calibration_batches", "nb201_cell_bn"}
 # settings added since files were first written, with the value those files ran with
-_ADDED = {"nb201_cell_bn": "affine"}
+_ADDED = {"nb201_cell_bn": "affine", "shared_lr": None}
 
 
 def fail(message: str) -> NoReturn:
@@ -134,8 +134,9 @@ def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) ->
     if space.name == "nb201":
         options = {"channels": args.nb201_channels, "cells_per_stage": args.nb201_cells}
     supernet_options = {**options, "cell_affine": args.nb201_cell_bn == "affine"} if options else {}
+    shared_lr = args.lr if args.shared_lr is None else args.shared_lr
     shared_config = TrainConfig(epochs=args.shared_epochs, batch_size=args.batch_size,
-                                learning_rate=args.lr, max_train_samples=args.max_train_samples)
+                                learning_rate=shared_lr, max_train_samples=args.max_train_samples)
     child_config = TrainConfig(epochs=args.child_epochs, batch_size=args.batch_size,
                                learning_rate=args.lr, max_train_samples=args.max_train_samples)
     rng = np.random.default_rng(args.seed + 1)
@@ -235,6 +236,8 @@ def main() -> None:
     parser.add_argument("--max-train-samples", type=int, default=10000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--shared-lr", type=float, default=None,
+                        help="the supernet's learning rate (default: --lr, as the stand-alone children)")
     parser.add_argument("--calibration-batches", type=int, default=4)
     parser.add_argument("--conv-layers", type=int, default=6)
     parser.add_argument("--conv-filters", type=int, nargs="+", default=[24, 36, 48, 64],
