@@ -263,6 +263,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.reuse is not None and args.reuse_alone is not None:
         fail("--reuse and --reuse-alone exclude each other (--reuse keeps the supernet's scores too)")
+    for name in args.spaces:
+        reused(args, name)  # a bad --reuse file is reported before the data loads, not after
     torch.set_num_threads(args.threads)
     data_dir = args.data_dir or (DEFAULT_DATA if args.dataset == "fashion-mnist" else None)
     data = load_images(args.dataset, data_dir=data_dir, seed=args.seed, val_size=args.val_size,
