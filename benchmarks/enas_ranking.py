@@ -19,10 +19,12 @@ itself, which bounds what any proxy can reach. ``--reuse PATH`` keeps a --json f
 supernet scores and stand-alone results (same settings), so more seeds cost only the
 children they add; ``--reuse-alone PATH`` keeps only its stand-alone results and trains a
 new supernet, so supernet variants (``--shared-epochs``, ``--nb201-cell-bn``,
-``--calibration-batches``) are compared on the same stand-alone side at the supernet's
+``--calibration-batches``, ``--shared-lr``) are compared on the same stand-alone side at the supernet's
 cost alone. Every run scores the architectures twice: with batch-norm statistics
 recalibrated on training batches (the "tau" the target is about) and with the statistics
 of each validation batch, as ENAS's rewards are computed ("batch-stat tau").
+``--trend-every N`` also scores them every N supernet epochs (recalibrated): tau against
+training length in one run, mid-schedule (the learning rate not yet annealed).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -72,6 +74,8 @@ class Ranking:
     """Each architecture's stand-alone validation accuracy, one per training seed."""
     archs: list[str]
     losses: list[float]
+    trend: list[tuple[int, list[float]]] = field(default_factory=list)
+    """Recalibrated shared scores after some epochs of supernet training (--trend-every)."""
 
     @property
     def alone(self) -> list[float]:
@@ -98,9 +102,9 @@ class Ranking:
 # settings that may differ between a --reuse file and this run
 _REUSE_FREE = {"json", "reuse", "reuse_alone", "child_seeds", "threads", "spaces", "data_dir"}
 # ... and also between a --reuse-alone file and this run: the stand-alone side ignores them
-_SUPERNET_ONLY = {"shared_epochs", "shared_lr", "calibration_batches", "nb201_cell_bn"}
+_SUPERNET_ONLY = {"shared_epochs", "shared_lr", "calibration_batches", "nb201_cell_bn", "trend_every"}
 # settings added since files were first written, with the value those files ran with
-_ADDED = {"nb201_cell_bn": "affine", "shared_lr": None}
+_ADDED = {"nb201_cell_bn": "affine", "shared_lr": None, "trend_every": 0}
 
 
 def fail(message: str) -> NoReturn:
@@ -147,17 +151,33 @@ def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) ->
         start = time.perf_counter()
         with seeded(args.seed):
             supernet = build_supernet(space, data.input_shape, data.num_classes, **supernet_options)
-        losses = train_shared(supernet, data, shared_config, seed=args.seed, device="cpu")
-        shared_seconds = time.perf_counter() - start
         bs = args.batch_size
         calibration = [data.train_x[i:i + bs] for i in range(0, args.calibration_batches * bs, bs)]
-        shared = [shared_accuracy(supernet, a, data.val_x, data.val_y, shared_config,
-                                  calibration=calibration) for a in archs]
+
+        def scores() -> list[float]:
+            return [shared_accuracy(supernet, a, data.val_x, data.val_y, shared_config,
+                                    calibration=calibration) for a in archs]
+
+        trend: list[tuple[int, list[float]]] = []
+        scoring = 0.0
+
+        def checkpoint(epoch: int, _seconds: float) -> None:
+            nonlocal scoring
+            done = epoch + 1
+            if args.trend_every and done % args.trend_every == 0 and done < args.shared_epochs:
+                t0 = time.perf_counter()
+                trend.append((done, scores()))  # leaves the supernet in train mode
+                scoring += time.perf_counter() - t0
+
+        losses = train_shared(supernet, data, shared_config, seed=args.seed, device="cpu",
+                              on_epoch=checkpoint)
+        shared_seconds = time.perf_counter() - start - scoring
+        shared = scores()
         batch = [shared_accuracy(supernet, a, data.val_x, data.val_y, shared_config) for a in archs]
         alone = [[] for _ in archs] if ranking is None else ranking.alone_seeds
         ranking = Ranking(space.name, shared_seconds, 0.0 if ranking is None else ranking.alone_seconds,
                           [float(x) for x in shared], [float(x) for x in batch], alone,
-                          [space.describe(a) for a in archs], [float(x) for x in losses])
+                          [space.describe(a) for a in archs], [float(x) for x in losses], trend)
     start = time.perf_counter()
     for k, arch in enumerate(archs):
         seeds = ranking.alone_seeds[k]
@@ -171,6 +191,9 @@ def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) ->
               f"{' '.join(f'{a:.4f}' for a in seeds)}  {space.describe(arch)}", flush=True)
     ranking.alone_seconds += time.perf_counter() - start
     print(f"  {space.name} supernet train loss per epoch: {' '.join(f'{x:.3f}' for x in ranking.losses)}")
+    if ranking.trend:
+        print(f"  {space.name} tau after supernet epochs: " + "  ".join(
+            f"{e}: {kendall_tau(s, ranking.alone):.3f}" for e, s in ranking.trend))
     return ranking
 
 
@@ -207,6 +230,8 @@ def write_json(path: Path, args: argparse.Namespace, rows: list[Ranking]) -> Non
             "alone_range": [_finite(float(np.nanmin(r.alone))), _finite(float(np.nanmax(r.alone)))],
             "supernet_seconds": round(r.shared_seconds, 1), "alone_seconds": round(r.alone_seconds, 1),
             "supernet_loss_per_epoch": r.losses,
+            "trend": [{"epoch": e, "kendall_tau": _finite(kendall_tau(s, r.alone)), "shared_val_acc": s}
+                      for e, s in r.trend],
             "archs": [{"arch": a, "shared_val_acc": s, "shared_batch_val_acc": b, "alone_val_acc": _finite(t),
                        "alone_val_acc_seeds": [_finite(x) for x in seeds]}
                       for a, s, b, t, seeds in zip(r.archs, r.shared, _or_none(r.shared_batch, len(r.archs)),
@@ -239,6 +264,9 @@ def main() -> None:
     parser.add_argument("--shared-lr", type=float, default=None,
                         help="the supernet's learning rate (default: --lr, as the stand-alone children)")
     parser.add_argument("--calibration-batches", type=int, default=4)
+    parser.add_argument("--trend-every", type=int, default=0,
+                        help="also score the architectures every this many supernet epochs, for "
+                             "tau against training length (0: only at the end)")
     parser.add_argument("--conv-layers", type=int, default=6)
     parser.add_argument("--conv-filters", type=int, nargs="+", default=[24, 36, 48, 64],
                         help="filter-count choices of the conv space (default: the paper's)")
