@@ -328,6 +328,40 @@ def test_a_sigterm_whose_exception_a_finalizer_dropped_still_stops_at_the_trial_
     store.close()
 
 
+
+class SigtermAt(SigtermInAFinalizer):
+    """At its n-th call, a SIGTERM whose exception arrives as it should."""
+
+    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
+        if self.n == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises in here
+        return super().evaluate(arch, seed)
+
+
+def test_after_a_clean_sigterm_stop_a_new_run_in_the_same_process_is_not_stopped_again(
+        tmp_path: Path, nb201_table_path: Path) -> None:
+    config = SearchConfig(space="nb201", evaluator="tabular", table=str(nb201_table_path), budget=12,
+                          executor="serial", seed=3)
+    search = Search.create(tmp_path / "run", config)
+    before = signal.getsignal(signal.SIGTERM)
+    handle_sigterm()
+    try:
+        with pytest.raises(Terminated):
+            search.run(SerialExecutor(), evaluator=SigtermAt(4))
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        search.close()
+    resumed = Search.open(tmp_path / "run")
+    try:
+        result = resumed.run(SerialExecutor(), evaluator=SigtermAt(10**9))
+    except Terminated:  # (not let through: pytest would end the whole session)
+        pytest.fail("the resumed run was stopped by the SIGTERM its predecessor handled")
+    finally:
+        resumed.close()
+    assert result.counts["evaluated"] == 12
+
+
 # -- progress inside long trials ----------------------------------------------------------------------
 class Epochs(Evaluator):
     """Reports three epochs, then a result."""

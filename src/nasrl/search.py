@@ -49,7 +49,7 @@ from nasrl.lock import RunLock
 from nasrl.objectives import Objective, ObjectiveConfig
 from nasrl.oneshot.config import OneShotConfig
 from nasrl.pruning import HIGHER_IS_BETTER, PruningConfig, should_prune
-from nasrl.signals import check_terminated
+from nasrl.signals import check_terminated, stop_handled
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 from nasrl.spaces.conv import ConvSpace, DepthSchedule
 from nasrl.spaces.registry import get_space
@@ -486,6 +486,7 @@ class Search:
                     return run_async(self, executor, evaluator)
                 return self._run(executor, evaluator, max_rounds)
         except KeyboardInterrupt:
+            stop_handled()
             with contextlib.suppress(sqlite3.Error):
                 self.store.set_status("interrupted")
             raise

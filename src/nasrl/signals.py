@@ -58,6 +58,12 @@ def check_terminated() -> None:
         raise Terminated()
 
 
+def stop_handled() -> None:
+    """A stop reached its clean-stop handler: a later run in this process starts afresh."""
+    global _terminated
+    _terminated = False
+
+
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
 

@@ -65,7 +65,7 @@ from nasrl.search import (
     make_space,
     resolved_config,
 )
-from nasrl.signals import check_terminated
+from nasrl.signals import check_terminated, stop_handled
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.store.sqlite import Derived, StoreError, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
@@ -257,6 +257,7 @@ class OneShotSearch:
         try:
             return self._run(max_epochs)
         except KeyboardInterrupt:
+            stop_handled()
             with contextlib.suppress(sqlite3.Error):
                 self.store.set_status("interrupted")
             raise
