@@ -407,7 +407,7 @@ def test_a_sigterm_whose_exception_was_dropped_stops_at_the_next_epoch(
 
     class DroppedSigterm(OneShotListener):
         def on_epoch(self, epoch: int, epochs: int, metrics: Any, seconds: float) -> None:
-            monkeypatch.setattr(nasrl.signals, "_terminated", True)
+            monkeypatch.setattr(nasrl.signals, "_pending", Terminated)
 
     search = OneShotSearch.create(tmp_path / "run", load_config(tiny()))
     search.listeners.append(DroppedSigterm())

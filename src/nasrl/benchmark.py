@@ -24,7 +24,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,14 +248,26 @@ def map_on_table(fn: Callable[[T], R], tasks: Sequence[T], table_path: str | os.
     jobs = max(1, jobs or os.cpu_count() or 1)
     if jobs == 1:
         _init_worker(str(table_path))
-        return [fn(t) for t in tasks]
+        return _stoppable(fn(t) for t in tasks)
     import multiprocessing
 
     chunksize = 1 if chunks_per_job is None else max(1, len(tasks) // (jobs * chunks_per_job))
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(str(table_path),)) as pool:
-        return list(pool.map(fn, tasks, chunksize=chunksize))
+        return _stoppable(pool.map(fn, tasks, chunksize=chunksize))
+
+
+def _stoppable(results: Iterable[R]) -> list[R]:
+    """The results as a list, with a stop whose exception was dropped (nasrl.signals)
+    raised between two of them rather than after the last."""
+    from nasrl.signals import check_stop
+
+    out: list[R] = []
+    for result in results:
+        out.append(result)
+        check_stop()
+    return out
 
 
 # -- summary -----------------------------------------------------------------------------

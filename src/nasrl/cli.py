@@ -357,7 +357,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               flush=True)
     started = time.perf_counter()
 
+    from nasrl.signals import check_stop
+
     def report(epoch: int, res: TrainResult) -> bool:
+        check_stop()  # the epoch is saved (--checkpoint): a dropped stop (nasrl.signals) stops here
         val = f"  val {100 * res.val_acc[-1]:.2f}%" if res.val_acc else ""
         print(f"  epoch {epoch + 1:3d}/{config.epochs}  loss {res.train_loss[-1]:.4f}{val}"
               f"  {res.wall_time:7.1f}s", flush=True)
@@ -422,7 +425,10 @@ def _train_language(args: argparse.Namespace, space: Any, arch: Any) -> int:
     print(f"  {data.name}: {len(data.train)} train tokens, {len(data.valid)} validation, "
           f"{len(data.test)} test, vocabulary {data.vocab_size}{note}; {config.epochs} epochs", flush=True)
 
+    from nasrl.signals import check_stop
+
     def report(epoch: int, res: TrainResult) -> None:
+        check_stop()  # between epochs: a dropped stop (nasrl.signals) stops here
         print(f"  epoch {epoch + 1:3d}/{config.epochs}  loss {res.train_loss[-1]:.4f}  "
               f"val ppl {res.extra['val_ppl']:.1f}  {res.wall_time:7.1f}s", flush=True)
 

@@ -49,7 +49,7 @@ from nasrl.lock import RunLock
 from nasrl.objectives import Objective, ObjectiveConfig
 from nasrl.oneshot.config import OneShotConfig
 from nasrl.pruning import HIGHER_IS_BETTER, PruningConfig, should_prune
-from nasrl.signals import check_terminated, stop_handled
+from nasrl.signals import check_stop, stop_handled
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
 from nasrl.spaces.conv import ConvSpace, DepthSchedule
 from nasrl.spaces.registry import get_space
@@ -486,10 +486,11 @@ class Search:
                     return run_async(self, executor, evaluator)
                 return self._run(executor, evaluator, max_rounds)
         except KeyboardInterrupt:
-            stop_handled()
             with contextlib.suppress(sqlite3.Error):
                 self.store.set_status("interrupted")
             raise
+        finally:
+            stop_handled()
 
     def _run(
         self, executor: Executor | None, evaluator: Evaluator | None, max_rounds: int | None
@@ -510,7 +511,7 @@ class Search:
         submitted: set[int] = set()
         try:
             while max_rounds is None or rounds_done < max_rounds:
-                check_terminated()  # rounds of reused results only record nothing
+                check_stop()  # a dropped stop (see nasrl.signals): rounds of reused results wait on nothing
                 t0 = time.perf_counter()
                 asked = self._ask_ahead(round_, asked)
                 overhead += time.perf_counter() - t0
@@ -647,6 +648,7 @@ class Search:
                 self._record(trial_id, result)
                 waiting.discard(trial_id)
                 overhead += time.perf_counter() - t0
+            check_stop()  # every result of the batch is stored: a dropped stop (nasrl.signals) stops here
             for listener in self.listeners:
                 listener.on_running(min(executor.capacity, executor.pending()))
         if waiting:
@@ -665,6 +667,7 @@ class Search:
         """An epoch finished inside a running trial: stored for ``nasrl status`` and the
         learning curves, shown live; returns whether the pruning rule stops the trial."""
         self.store.set_progress(trial_id, epoch, epochs, seconds)
+        check_stop()  # between two epochs of a trial, as a delivered stop could come anywhere
         for listener in self.listeners:
             listener.on_epoch(Progress(trial_id, epoch, epochs, seconds))
         metric = next((m for m in HIGHER_IS_BETTER if m in metrics), None)
@@ -694,7 +697,6 @@ class Search:
             error = "the evaluation failed without an error message"
         self.store.finish(trial_id, state, reward, result.metrics, error, result.cost, feasible)
         self._notify(self.store.trial(trial_id))
-        check_terminated()  # a trial boundary, both loops: a SIGTERM whose exception was lost stops here
 
     def _notify(self, trial: Trial) -> None:
         if not self.listeners:

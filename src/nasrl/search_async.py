@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from nasrl.errors import NasrlError
 from nasrl.evaluators.base import Evaluator
 from nasrl.execution import Executor, Task
+from nasrl.signals import check_stop
 from nasrl.spaces.base import Architecture
 from nasrl.store.sqlite import Staleness, StoreError, Trial
 from nasrl.strategies.base import Observation
@@ -138,6 +139,7 @@ class AsyncLoop:
                     finished.append(self._copy_result(twin))
             self._tell(finished)
             self.overhead += time.perf_counter() - t0
+            check_stop()  # the batch is stored and told: a dropped stop (nasrl.signals) stops here
         if self.waiting:
             raise NasrlError(f"trials {sorted(self.waiting)} were never run (executor lost them)")
 

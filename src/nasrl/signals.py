@@ -15,7 +15,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -26,42 +28,68 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived."""
 
 
-# Set by the handler before it raises. Python runs a signal handler in whatever frame the
-# main thread is in; when that is a finalizer (a ``__del__``, a generator closed by the
-# garbage collector) the exception is printed as "Exception ignored" and dropped, and
-# the run would go on as if no SIGTERM had come. The loops call check_terminated() at
-# each trial or epoch boundary, so a dropped stop still stops there.
-_terminated = False
+# The stop a handler raised, kept until a clean-stop handler sees it. Python runs a signal
+# handler in whatever frame the main thread is in; when that is a finalizer (a ``__del__``,
+# a generator the garbage collector closes) the exception is dropped ("Exception ignored")
+# and the run would go on as if no signal had come. The long loops call check_stop() at
+# their safe points (after a batch of results is stored, between epochs), so a dropped
+# stop still stops there.
+_pending: type[KeyboardInterrupt] | None = None
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _terminated
-    _terminated = True
+    global _pending
+    _pending = Terminated
     # a second SIGTERM during the clean stop kills at once, as the default would
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Terminated()
 
 
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    global _pending
+    _pending = KeyboardInterrupt
+    signal.default_int_handler(signum, frame)
+
+
+def _unraisable(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    def quiet(unraisable: Any) -> object:
+        # a stop dropped in a finalizer is carried by _pending, not reported as an error
+        if _pending is not None and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return None
+        return hook(unraisable)
+
+    return quiet
+
+
 def handle_sigterm() -> None:
-    """Make SIGTERM a :class:`Terminated` exception (main thread only, where signals arrive)."""
-    global _terminated
-    if threading.current_thread() is threading.main_thread():
-        _terminated = False
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    """Make SIGTERM a :class:`Terminated` exception and let check_stop() see a SIGTERM or
+    Ctrl-C whose exception was dropped (main thread only, where signals arrive)."""
+    global _pending
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _pending = None
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+    if not getattr(sys.unraisablehook, "_nasrl", False):
+        quiet = _unraisable(sys.unraisablehook)
+        quiet._nasrl = True  # type: ignore[attr-defined]
+        sys.unraisablehook = quiet
 
 
-def check_terminated() -> None:
-    """Raise :class:`Terminated` if SIGTERM came but its exception was dropped on the way."""
-    global _terminated
-    if _terminated:
-        _terminated = False  # raised once: the clean stop that follows is not interrupted again
-        raise Terminated()
+def check_stop() -> None:
+    """Raise the stop (:class:`Terminated` or ``KeyboardInterrupt``) whose exception a
+    finalizer dropped; nothing if none is pending."""
+    global _pending
+    if _pending is not None:
+        stop, _pending = _pending, None  # raised once: the clean stop that follows goes on
+        raise stop()
 
 
 def stop_handled() -> None:
-    """A stop reached its clean-stop handler: a later run in this process starts afresh."""
-    global _terminated
-    _terminated = False
+    """A run ended (a clean stop or not): a later run in this process starts afresh."""
+    global _pending
+    _pending = None
 
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:

@@ -65,7 +65,7 @@ from nasrl.search import (
     make_space,
     resolved_config,
 )
-from nasrl.signals import check_terminated, stop_handled
+from nasrl.signals import check_stop, stop_handled
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.store.sqlite import Derived, StoreError, TrialStore
 from nasrl.strategies.base import Observation, Strategy, make_strategy
@@ -257,11 +257,11 @@ class OneShotSearch:
         try:
             return self._run(max_epochs)
         except KeyboardInterrupt:
-            stop_handled()
             with contextlib.suppress(sqlite3.Error):
                 self.store.set_status("interrupted")
             raise
         finally:
+            stop_handled()
             for listener in self.listeners:
                 listener.close()
 
@@ -273,7 +273,7 @@ class OneShotSearch:
         session = self._restore(data)
         done = 0
         while session.epoch < cfg.epochs and (max_epochs is None or done < max_epochs):
-            check_terminated()  # an epoch boundary: a SIGTERM whose exception was lost stops here
+            check_stop()  # an epoch boundary: a dropped stop (nasrl.signals) stops here
             t0 = time.perf_counter()
             loss = self._train_shared(session, data)
             warming = session.epoch < cfg.warmup_epochs
@@ -419,6 +419,7 @@ class OneShotSearch:
                 reward = self._evaluate(a, acc, data).reward
                 out.append((-math.inf if reward is None else reward, acc, feasible.index(a), a))
                 done += 1
+                check_stop()  # derivation takes minutes: a dropped stop (nasrl.signals) stops here
                 for listener in self.listeners:  # scoring takes minutes on a CPU: say how far it is
                     listener.on_deriving(done, total)
             return sorted(out, key=lambda s: (-s[0], -s[1], s[2]))
