@@ -245,8 +245,8 @@ def test_resume_with_a_new_budget_records_it_and_refuses_one_below_the_work_done
     assert "trials: 15/15 evaluated" in cli("status", str(run)).stdout
 
 
-class StopAfter(Evaluator):
-    """A tabular-like evaluator that raises KeyboardInterrupt (Ctrl-C) at its n-th call."""
+class Countdown(Evaluator):
+    """A tabular-like evaluator that calls ``at_zero`` during its n-th call."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -254,9 +254,18 @@ class StopAfter(Evaluator):
     def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
         self.n -= 1
         if self.n == 0:
-            raise KeyboardInterrupt
-        acc = int(arch.key[:4], 16) / 65535
-        return EvalResult("complete", {"val_acc": acc})
+            self.at_zero()
+        return EvalResult("complete", {"val_acc": int(arch.key[:4], 16) / 65535})
+
+    def at_zero(self) -> None:
+        raise NotImplementedError
+
+
+class StopAfter(Countdown):
+    """Ctrl-C (KeyboardInterrupt) at the n-th call."""
+
+    def at_zero(self) -> None:
+        raise KeyboardInterrupt
 
 
 def test_raising_the_budget_replays_a_round_cut_short_by_the_old_one(tmp_path: Path,
@@ -280,23 +289,6 @@ def test_raising_the_budget_replays_a_round_cut_short_by_the_old_one(tmp_path: P
     finally:
         resumed.close()
     assert result.counts["evaluated"] == 17
-
-
-
-class Countdown(Evaluator):
-    """A tabular-like evaluator that calls ``at_zero`` during its n-th call."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def evaluate(self, arch: Architecture, seed: int) -> EvalResult:
-        self.n -= 1
-        if self.n == 0:
-            self.at_zero()
-        return EvalResult("complete", {"val_acc": int(arch.key[:4], 16) / 65535})
-
-    def at_zero(self) -> None:
-        raise NotImplementedError
 
 
 class SigtermInAFinalizer(Countdown):
@@ -337,19 +329,20 @@ def sigterm_handled(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     stop_handled()
 
 
-def small_search(run: Path, table: Path) -> Search:
-    return Search.create(run, SearchConfig(space="nb201", evaluator="tabular", table=str(table), budget=12,
-                                           executor="serial", seed=3))
+def terminated_search(run: Path, table: Path, evaluator: Evaluator) -> None:
+    """A 12-trial tabular search run with ``evaluator`` until SIGTERM stops it."""
+    search = Search.create(run, SearchConfig(space="nb201", evaluator="tabular", table=str(table),
+                                             budget=12, executor="serial", seed=3))
+    try:
+        with pytest.raises(Terminated):
+            search.run(SerialExecutor(), evaluator=evaluator)
+    finally:
+        search.close()
 
 
 def test_a_sigterm_whose_exception_a_finalizer_dropped_still_stops_after_the_trial(
         tmp_path: Path, nb201_table_path: Path, sigterm_handled: list[object]) -> None:
-    search = small_search(tmp_path / "run", nb201_table_path)
-    try:
-        with pytest.raises(Terminated):
-            search.run(SerialExecutor(), evaluator=SigtermInAFinalizer(4))
-    finally:
-        search.close()
+    terminated_search(tmp_path / "run", nb201_table_path, SigtermInAFinalizer(4))
     store = TrialStore(tmp_path / "run" / "runs.db", readonly=True)
     assert store.run_info()["status"] == "interrupted"
     # the 4th trial got its result (so the exception did not reach it: it was dropped), and
@@ -361,12 +354,7 @@ def test_a_sigterm_whose_exception_a_finalizer_dropped_still_stops_after_the_tri
 
 def test_after_a_clean_sigterm_stop_a_new_run_in_the_same_process_is_not_stopped_again(
         tmp_path: Path, nb201_table_path: Path, sigterm_handled: list[object]) -> None:
-    search = small_search(tmp_path / "run", nb201_table_path)
-    try:
-        with pytest.raises(Terminated):
-            search.run(SerialExecutor(), evaluator=SigtermAt(4))
-    finally:
-        search.close()
+    terminated_search(tmp_path / "run", nb201_table_path, SigtermAt(4))
     resumed = Search.open(tmp_path / "run")
     try:
         result = resumed.run(SerialExecutor(), evaluator=SigtermAt(10**9))
