@@ -248,6 +248,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _nonnegative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spaces", nargs="+", default=["conv", "nb201"], choices=["conv", "nb201"])
@@ -261,10 +275,10 @@ def main() -> None:
     parser.add_argument("--max-train-samples", type=int, default=10000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--shared-lr", type=float, default=None,
+    parser.add_argument("--shared-lr", type=_positive_float, default=None,
                         help="the supernet's learning rate (default: --lr, as the stand-alone children)")
     parser.add_argument("--calibration-batches", type=int, default=4)
-    parser.add_argument("--trend-every", type=int, default=0,
+    parser.add_argument("--trend-every", type=_nonnegative, default=0,
                         help="also score the architectures every this many supernet epochs, for "
                              "tau against training length (0: only at the end)")
     parser.add_argument("--conv-layers", type=int, default=6)
