@@ -234,7 +234,7 @@ def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> No
     assert keys == LEGACY_ASKS
     # and a state saved now keeps the batched draws on across a resume
     fresh = make()
-    assert fresh.state_dict()["sampler"] == "batched-rounds-then-adaptive-hot"
+    assert fresh.state_dict()["sampler"] == "batched-rounds-then-adaptive-hot-anchorwise"
 
 
 @pytest.mark.parametrize("n", [1, 5, 16])
@@ -352,9 +352,10 @@ def _conditional_setup() -> tuple[Controller, list[list[int]], list[float]]:
     return ctrl, top, probs
 
 
-@pytest.mark.parametrize("adaptive", [False, True])
-def test_the_hot_trie_with_rejection_draws_the_policy_conditioned_on_all_seen(adaptive: bool) -> None:
-    from nasrl.controller.unique import SeenIndex, _draw_from_hot
+@pytest.mark.parametrize("sampler", ["batched-rounds-then-hot", "batched-rounds-then-adaptive-hot",
+                                     "batched-rounds-then-adaptive-hot-anchorwise"])
+def test_the_hot_trie_with_rejection_draws_the_policy_conditioned_on_all_seen(sampler: str) -> None:
+    from nasrl.controller.unique import SAMPLERS, SeenIndex, _draw_from_hot
 
     ctrl, top, probs = _conditional_setup()
     draws = []
@@ -363,7 +364,7 @@ def test_the_hot_trie_with_rejection_draws_the_policy_conditioned_on_all_seen(ad
         for row in top[:3]:
             index.add(row)
         index.mark_hot([0])  # the trie knows one seen row; the two others are rejected
-        drawn = _draw_from_hot(ctrl, index, 1, torch.Generator().manual_seed(s), adaptive=adaptive)
+        drawn = _draw_from_hot(ctrl, index, 1, torch.Generator().manual_seed(s), SAMPLERS[sampler])
         assert len(drawn) == 1 and drawn[0][0] not in top[:3] and drawn[0][0] in index
         draws.append(tuple(drawn[0][0]))
     expected = probs[3] / (1 - sum(probs[:3]))
@@ -371,8 +372,37 @@ def test_the_hot_trie_with_rejection_draws_the_policy_conditioned_on_all_seen(ad
     assert abs(freq - expected) < 4 * np.sqrt(expected * (1 - expected) / 300) + 0.01
 
 
+@pytest.mark.parametrize("flags_at_once", [False, True])
+def test_a_trie_walk_draws_every_row_with_the_conditioned_policys_probability(flags_at_once: bool) -> None:
+    from nasrl.controller.unique import _Trie
+
+    # a 64-architecture conv space (3 layers: 2 filter heights, 6 skip flags), every
+    # row's exact P, the 5 most probable seen: one walk of 20,000 rows must draw each
+    # other row with P / (1 - P(seen)) and never a seen one
+    space = ConvSpace(num_layers=3, filter_heights=(1, 3), filter_widths=(3,), num_filters=(24,))
+    ctrl = Controller(space, ControllerConfig(init_range=1.5), seed=1)
+    rows = torch.tensor([space.to_tokens(space.from_tokens(list(r))) for r in itertools.product(
+        *[range(k) for k in space.token_arities()])])
+    with torch.no_grad():
+        probs = ctrl.score(rows).log_prob.double().exp().numpy()
+        assert abs(probs.sum() - 1) < 1e-6 and len(rows) == 64
+        order = np.argsort(-probs)
+        seen = rows[order[:5]].numpy()
+        out = _Trie(seen, ctrl).draw(ctrl, torch.Generator().manual_seed(0), 20_000,
+                                     flags_at_once=flags_at_once)
+    index = {tuple(r): i for i, r in enumerate(rows.tolist())}
+    counts = np.bincount([index[tuple(r)] for r in out.tokens.tolist()], minlength=64)
+    expected = np.where(np.isin(np.arange(64), order[:5]), 0.0, probs) / (1 - probs[order[:5]].sum())
+    assert counts[order[:5]].sum() == 0
+    sigma = np.sqrt(20_000 * expected * (1 - expected))
+    assert np.all(np.abs(counts - 20_000 * expected) <= 5 * sigma + 1)
+    # and the log P the walk reports is the unconditioned policy's, as the gradient needs
+    drawn = [index[tuple(r)] for r in out.tokens[:50].tolist()]
+    np.testing.assert_allclose(out.log_prob[:50].double().exp().numpy(), probs[drawn], rtol=1e-4)  # float32
+
+
 def test_the_hot_trie_draws_the_still_wanted_rows_in_one_walk_and_never_twice() -> None:
-    from nasrl.controller.unique import SeenIndex, _draw_from_hot
+    from nasrl.controller.unique import SAMPLERS, SeenIndex, _draw_from_hot
 
     ctrl, top, _ = _conditional_setup()
     index = SeenIndex(len(top[0]))
@@ -381,8 +411,8 @@ def test_the_hot_trie_draws_the_still_wanted_rows_in_one_walk_and_never_twice() 
     index.mark_hot([0, 1, 2])
     walks = []
     sample_with = ctrl.sample_with
-    ctrl.sample_with = lambda m, pick: walks.append(m) or sample_with(m, pick)  # type: ignore[method-assign]
-    drawn = _draw_from_hot(ctrl, index, 40, torch.Generator().manual_seed(0))
+    ctrl.sample_with = lambda m, *pickers: walks.append(m) or sample_with(m, *pickers)  # type: ignore[method-assign]
+    drawn = _draw_from_hot(ctrl, index, 40, torch.Generator().manual_seed(0), SAMPLERS["batched-rounds-then-hot"])
     rows = [tuple(r) for r, _ in drawn]
     assert len(rows) == len(set(rows)) == 40 and not set(rows) & {tuple(r) for r in top[:3]}
     assert walks[0] == 160 and len(walks) <= 3  # spares: repeats within a walk cost no walk
@@ -464,6 +494,16 @@ def test_a_run_saved_with_the_first_hot_sampler_resumes_with_the_same_asks(
     assert keys == uninterrupted
 
 
+def test_a_run_saved_with_the_adaptive_hot_sampler_resumes_with_the_same_asks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    keys, _ = _collapsing_asks("batched-rounds-then-adaptive-hot", monkeypatch)
+    uninterrupted, _ = _collapsing_asks("batched-rounds-then-adaptive-hot", monkeypatch, resume=False)
+    assert keys == uninterrupted and len(set(keys)) == 480
+    # today's default differs only in how it draws skip flags, which nb201 has none of
+    todays, _ = _collapsing_asks(None, monkeypatch, resume=False)
+    assert todays == keys
+
+
 def test_the_adaptive_hot_walks_spare_the_full_trie_where_three_fixed_walks_needed_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # the same run: the fixed walks gave 10 asks to the trie over every seen row (a
@@ -471,6 +511,30 @@ def test_the_adaptive_hot_walks_spare_the_full_trie_where_three_fixed_walks_need
     # architecture asked is still new
     keys, full = _collapsing_asks(None, monkeypatch)
     assert len(set(keys)) == 480 and full == 0
+
+
+def test_a_conv_run_whose_asks_reach_the_anchorwise_walks_resumes_with_the_same_asks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from nasrl.controller import unique
+    from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
+
+    walks: list[bool] = []
+    draw = unique._Trie.draw
+
+    def recorded(self: Any, *args: Any, flags_at_once: bool = False) -> Any:
+        walks.append(flags_at_once)
+        return draw(self, *args, flags_at_once=flags_at_once)
+
+    monkeypatch.setattr(unique._Trie, "draw", recorded)
+    # 1,024 architectures, a sharpening policy: 320 asked, the later ones past the rounds
+    space = ConvSpace(num_layers=4, filter_heights=(1, 3), filter_widths=(3,), num_filters=(24,))
+
+    def make() -> Reinforce:
+        return Reinforce(space, 3, ReinforceConfig(batch_size=8, learning_rate=0.2, local_share=0.0))
+
+    resumed = _asks_resumed_halfway(make, rounds=40, size=8)
+    assert walks and all(walks) and len(set(resumed)) == 320
+    assert resumed == _asks_resumed_halfway(make, rounds=40, size=8, resume=False)
 
 
 def test_the_hot_rows_travel_in_the_state_so_a_resumed_run_asks_the_same() -> None:

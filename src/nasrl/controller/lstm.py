@@ -96,6 +96,9 @@ class ControllerOutput:
 
 Picker = Callable[[int, Tensor], Tensor]
 """pick(token position, log-probabilities (n, k)) -> chosen tokens (n,)."""
+FlagPicker = Callable[[int, Tensor], Tensor]
+"""pick_flags(position of an anchor's first flag, log-probabilities (n, layer, 2) of its
+flags, absent / present) -> the flags (n, layer): an anchor's skip flags in one call."""
 
 
 class Controller(nn.Module):
@@ -176,9 +179,11 @@ class Controller(nn.Module):
         and their log P, and the entropies are a sixth of a walk's operations."""
         return self._walk(n, None, generator, with_entropy=entropy)
 
-    def sample_with(self, n: int, pick: Picker) -> ControllerOutput:
-        """Sample with a custom token chooser (e.g. sampling without replacement)."""
-        return self._walk(n, None, None, pick)
+    def sample_with(self, n: int, pick: Picker, pick_flags: FlagPicker | None = None) -> ControllerOutput:
+        """Sample with a custom token chooser (e.g. sampling without replacement);
+        ``pick_flags``, if given, chooses each anchor's skip flags in one call (else
+        ``pick`` chooses them one by one)."""
+        return self._walk(n, None, None, pick, pick_flags=pick_flags)
 
     def score(self, tokens: Tensor) -> ControllerOutput:
         """Log-probabilities and entropies of given token sequences (teacher forcing)."""
@@ -361,7 +366,7 @@ class Controller(nn.Module):
     def _walk(
         self, n: int, forced: Tensor | None, gen: torch.Generator | None,
         pick: Picker | None = None, space: SearchSpace | None = None,
-        with_entropy: bool = True,
+        with_entropy: bool = True, pick_flags: FlagPicker | None = None,
     ) -> ControllerOutput:
         """One pass over the decisions; every token goes through ``choose``.
 
@@ -443,6 +448,9 @@ class Controller(nn.Module):
                             token_ent.extend((-plogp.sum(2)).unbind(1))
                         if forced is None and pick is None:
                             flags = self._draw_flags(pair, gen, token_logp, token_h, out, current_h[0])
+                        elif forced is None and pick_flags is not None:
+                            flags = self._record_flags(pair, pick_flags(pos, pair.detach()),
+                                                       token_logp, token_h, out, current_h[0])
                         else:
                             flags = torch.stack([choose(pos + j, pair[:, j]) for j in range(d.layer)], 1)
                     chosen = flags.to(logit.dtype)
@@ -474,6 +482,13 @@ class Controller(nn.Module):
         layer, n = pair.shape[1], pair.shape[0]
         probs = pair.detach().exp().transpose(0, 1).reshape(layer * n, 2)
         flags = torch.multinomial(probs, 1, generator=gen).reshape(layer, n).T
+        return Controller._record_flags(pair, flags, token_logp, token_h, out, h)
+
+    @staticmethod
+    def _record_flags(pair: Tensor, flags: Tensor, token_logp: list[Tensor], token_h: list[Tensor],
+                      out: list[Tensor], h: Tensor) -> Tensor:
+        """Record an anchor's drawn flags (n, layer) as ``choose`` records each token."""
+        layer = pair.shape[1]
         token_logp.extend(pair.gather(2, flags[:, :, None]).squeeze(2).unbind(1))
         token_h.extend([h] * layer)
         out.extend(flags.unbind(1))

@@ -52,6 +52,8 @@ class Sampler(NamedTuple):
     """Keep the hot set the most probable seen sequences: evict the least probable under
     the policy of the latest hot trie (not the least recently marked), and mark hot the
     sequences the tries draw (see :data:`DEFAULT_SAMPLER`)."""
+    flags_at_once: bool = False
+    """The tries' walks draw each anchor's skip flags in one call (:meth:`_Trie.draw`)."""
 
 
 SAMPLERS: dict[str, Sampler] = {
@@ -60,6 +62,8 @@ SAMPLERS: dict[str, Sampler] = {
     "batched-rounds-then-trie": Sampler((2, 16, 128)),
     "batched-rounds-then-hot": Sampler((2, 16), hot=True),
     "batched-rounds-then-adaptive-hot": Sampler((2, 16), hot=True, adaptive=True),
+    "batched-rounds-then-adaptive-hot-anchorwise": Sampler((2, 16), hot=True, adaptive=True,
+                                                           flags_at_once=True),
 }
 """How an ask draws; the names are what a strategy state records, so a saved run resumes
 with the sampler it used (each consumes the generator differently). Each batched round is
@@ -78,7 +82,7 @@ seen sequences and sizes its walks by the acceptance met: with the fixed three w
 rows per sequence wanted, a policy whose seen mass outgrew the hot set gave 10-20% of its
 asks to the full trie, whose scoring of all seen sequences was most of the driver's time
 at 512 simulated workers (10.9 ms per trial; 7.7 ms adaptive, no full trie in 12,800)."""
-DEFAULT_SAMPLER = "batched-rounds-then-adaptive-hot"
+DEFAULT_SAMPLER = "batched-rounds-then-adaptive-hot-anchorwise"
 HOT_WALKS = 3
 """Walks the hot trie may take per ask before the trie over every seen sequence takes over
 (and marks the hot set again): bounds an ask's cost at that of the exact trie plus a few
@@ -200,7 +204,7 @@ class _Trie:
         left, right = edges[:, :k], edges[:, 1:]
         mass = self.cum[right, d + 1] - self.cum[left, d + 1]
         count = right - left
-        for i, rows in enumerate(extra):
+        for i, rows in enumerate(extra if self.extra else ()):
             for e in rows:
                 row, suffix = self.extra[e]
                 mass[i, row[d]] += suffix[d + 1]
@@ -230,25 +234,44 @@ class _Trie:
             count[row[d]] += 1
         return blocks, mass, count
 
-    def draw(self, controller: Controller, generator: torch.Generator, m: int = 1) -> ControllerOutput:
+    def draw(self, controller: Controller, generator: torch.Generator, m: int = 1,
+             flags_at_once: bool = False) -> ControllerOutput:
         """``m`` sequences, each from the policy conditioned on not being one of this
-        trie's (independently: they may repeat each other)."""
+        trie's (independently: they may repeat each other). ``flags_at_once``: each
+        anchor's skip flags are drawn in one call, from one uniform per flag, instead of
+        one ``multinomial`` per flag (the same distribution, another use of the generator:
+        at 16-20 layers, 120-190 of a walk's 168-250 tokens are flags, and the per-flag
+        calls were most of a walk's time)."""
         if m == 1:
             return self._draw_one(controller, generator)
         lo, hi = np.zeros(m, np.int64), np.full(m, len(self.rows), np.int64)
         extra = [list(range(len(self.extra))) for _ in range(m)]  # the extra rows sharing the prefix
+        rows_m = np.arange(m)
+
+        def advance(pos: int, t: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
+            lo[:], hi[:] = left[rows_m, t], right[rows_m, t]
+            for i, rows in enumerate(extra if self.extra else ()):  # none: skip m empty lists
+                if rows:
+                    extra[i] = [e for e in rows if self.extra[e][0][pos] == t[i]]
 
         def pick(pos: int, logp: Tensor) -> Tensor:
             weights, left, right = self.pick_many(logp.double().exp().numpy(), lo, hi, extra, pos)
             toks = torch.multinomial(torch.from_numpy(weights), 1, generator=generator)[:, 0]
-            t = toks.numpy()
-            lo[:], hi[:] = left[np.arange(m), t], right[np.arange(m), t]
-            for i, rows in enumerate(extra):
-                if rows:
-                    extra[i] = [e for e in rows if self.extra[e][0][pos] == t[i]]
+            advance(pos, toks.numpy(), left, right)
             return toks
 
-        return controller.sample_with(m, pick)
+        def pick_flags(pos: int, pair: Tensor) -> Tensor:
+            probs = pair.double().exp().numpy()  # (m, layer, 2)
+            uniform = torch.rand(m, probs.shape[1], generator=generator, dtype=torch.float64).numpy()
+            flags = np.empty((m, probs.shape[1]), np.int64)
+            for j in range(probs.shape[1]):
+                weights, left, right = self.pick_many(probs[:, j], lo, hi, extra, pos + j)
+                # present iff u falls past absent's share: P(present) = w1 / (w0 + w1)
+                flags[:, j] = uniform[:, j] * weights.sum(1) >= weights[:, 0]
+                advance(pos + j, flags[:, j], left, right)
+            return torch.from_numpy(flags)
+
+        return controller.sample_with(m, pick, pick_flags if flags_at_once else None)
 
     def _draw_one(self, controller: Controller, generator: torch.Generator) -> ControllerOutput:
         """One sequence, token by token as the samplers before batched trie walks drew (a
@@ -310,16 +333,15 @@ def draw_unseen(
         return results
     index.mark_hot(hits)  # drawn again just now: where the seen mass is
     if len(results) < n:
-        results += _draw_from_hot(controller, index, n - len(results), generator, adaptive=spec.adaptive)
+        results += _draw_from_hot(controller, index, n - len(results), generator, spec)
     if len(results) < n:
-        results += _draw_from_all(controller, index, n - len(results), generator, adaptive=spec.adaptive)
+        results += _draw_from_all(controller, index, n - len(results), generator, spec)
     return results
 
 
 @torch.no_grad()
 def _draw_from_all(
-    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator,
-    *, adaptive: bool = False,
+    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator, spec: Sampler,
 ) -> list[tuple[list[int], float]]:
     """The exact trie over every seen sequence, in batched walks; it also marks hot the
     sequences that carry the seen mass now (:func:`_carriers`)."""
@@ -328,15 +350,13 @@ def _draw_from_all(
     index.mark_hot(_carriers(trie.probs))
     results: list[tuple[list[int], float]] = []
     while len(results) < n:
-        results += _draw_batched(controller, trie, index, n - len(results), generator, full=True,
-                                 adaptive=adaptive)
+        results += _draw_batched(controller, trie, index, n - len(results), generator, spec, full=True)
     return results
 
 
 @torch.no_grad()
 def _draw_from_hot(
-    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator,
-    *, adaptive: bool = False,
+    controller: Controller, index: SeenIndex, n: int, generator: torch.Generator, spec: Sampler,
 ) -> list[tuple[list[int], float]]:
     """Up to ``n`` draws from the policy conditioned on not being seen, with a trie over
     the hot sequences (a subset H of the seen set S) and rejection: each attempt draws
@@ -347,17 +367,17 @@ def _draw_from_hot(
     all of S."""
     hot = list(index.hot)
     trie = _Trie(index.rows[hot], controller)
-    if adaptive:
+    if spec.adaptive:
         # evicted first: the least probable now. Least recently marked first evicted rows
         # that still carried mass (a collapsed policy keeps re-drawing only its mode), and
         # each eviction of a carrier makes later walks reject more
         index.hot = dict.fromkeys(hot[i] for i in np.argsort(trie.probs, kind="stable"))
-    return _draw_batched(controller, trie, index, n, generator, full=False, adaptive=adaptive)
+    return _draw_batched(controller, trie, index, n, generator, spec, full=False)
 
 
 def _draw_batched(
     controller: Controller, trie: _Trie, index: SeenIndex, n: int, generator: torch.Generator,
-    *, full: bool, adaptive: bool = False,
+    spec: Sampler, *, full: bool,
 ) -> list[tuple[list[int], float]]:
     """The still-wanted sequences drawn :data:`WALK_ROWS` times over in one walk at a time
     (a 20-layer walk pays per step, not per row), each row from the trie's conditional
@@ -370,8 +390,10 @@ def _draw_batched(
     results: list[tuple[list[int], float]] = []
     in_trie = set(range(len(index))) if full else set(index.hot)
     read = 0  # rows read so far (adaptive: the acceptance so far sizes the next walk)
+    adaptive = spec.adaptive
     for _ in range(_walks(len(index), adaptive)):
-        out = trie.draw(controller, generator, _walk_rows(n - len(results), read, len(results), adaptive))
+        rows = _walk_rows(n - len(results), read, len(results), adaptive)
+        out = trie.draw(controller, generator, rows, flags_at_once=spec.flags_at_once)
         before = set(in_trie)
         for i, row in enumerate(out.tokens.tolist()):
             if len(results) == n:
