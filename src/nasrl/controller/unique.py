@@ -254,8 +254,16 @@ class _Trie:
                 if rows:
                     extra[i] = [e for e in rows if self.extra[e][0][pos] == t[i]]
 
+        def outside() -> bool:
+            # every row's prefix left the seen sequences: the weights are the policy's own
+            # (what pick_many would compute, to the bit), so the trie has nothing to add
+            return not (hi > lo).any() and not any(extra)
+
         def pick(pos: int, logp: Tensor) -> Tensor:
-            weights, left, right = self.pick_many(logp.double().exp().numpy(), lo, hi, extra, pos)
+            probs = logp.double().exp().numpy()
+            if outside():
+                return torch.multinomial(torch.from_numpy(probs), 1, generator=generator)[:, 0]
+            weights, left, right = self.pick_many(probs, lo, hi, extra, pos)
             toks = torch.multinomial(torch.from_numpy(weights), 1, generator=generator)[:, 0]
             advance(pos, toks.numpy(), left, right)
             return toks
@@ -263,13 +271,15 @@ class _Trie:
         def pick_flags(pos: int, pair: Tensor) -> Tensor:
             probs = pair.double().exp().numpy()  # (m, layer, 2)
             uniform = torch.rand(m, probs.shape[1], generator=generator, dtype=torch.float64).numpy()
-            flags = np.empty((m, probs.shape[1]), np.int64)
+            # present iff u falls past absent's share: P(present) = w1 / (w0 + w1)
+            flags = uniform * probs.sum(2) >= probs[:, :, 0]
             for j in range(probs.shape[1]):
+                if outside():
+                    break  # the rest are the policy's draws above
                 weights, left, right = self.pick_many(probs[:, j], lo, hi, extra, pos + j)
-                # present iff u falls past absent's share: P(present) = w1 / (w0 + w1)
                 flags[:, j] = uniform[:, j] * weights.sum(1) >= weights[:, 0]
-                advance(pos + j, flags[:, j], left, right)
-            return torch.from_numpy(flags)
+                advance(pos + j, flags[:, j].astype(np.int64), left, right)
+            return torch.from_numpy(flags.astype(np.int64))
 
         return controller.sample_with(m, pick, pick_flags if flags_at_once else None)
 
