@@ -180,7 +180,8 @@ def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) ->
             if args.trend_every and done % args.trend_every == 0 and done < args.shared_epochs:
                 t0 = time.perf_counter()
                 trend.append((done, scores(data.val_x, data.val_y)))  # leaves the supernet in train mode
-                trend_test.append(test_scores())
+                if args.score_test:  # else trend_test stays empty, as Ranking documents
+                    trend_test.append(test_scores())
                 scoring += time.perf_counter() - t0
 
         losses = train_shared(supernet, data, shared_config, seed=args.seed, device="cpu",
