@@ -19,10 +19,11 @@ itself, which bounds what any proxy can reach. ``--reuse PATH`` keeps a --json f
 supernet scores and stand-alone results (same settings), so more seeds cost only the
 children they add; ``--reuse-alone PATH`` keeps only its stand-alone results and trains a
 new supernet, so supernet variants (``--shared-epochs``, ``--nb201-cell-bn``,
-``--calibration-batches``, ``--shared-lr``) are compared on the same stand-alone side at the supernet's
-cost alone. Every run scores the architectures twice: with batch-norm statistics
-recalibrated on training batches (the "tau" the target is about) and with the statistics
-of each validation batch, as ENAS's rewards are computed ("batch-stat tau").
+``--calibration-batches``, ``--shared-lr``, ``--shared-train-samples``) are compared on
+the same stand-alone side at the supernet's cost alone. Every run scores the architectures
+twice: with batch-norm statistics recalibrated on training batches (the "tau" the target
+is about) and with the statistics of each validation batch, as ENAS's rewards are
+computed ("batch-stat tau").
 ``--trend-every N`` also scores them every N supernet epochs (recalibrated): tau against
 training length in one run, mid-schedule (the learning rate not yet annealed).
 """
@@ -111,9 +112,10 @@ class Ranking:
 _REUSE_FREE = {"json", "reuse", "reuse_alone", "child_seeds", "threads", "spaces", "data_dir"}
 # ... and also between a --reuse-alone file and this run: the stand-alone side ignores them
 _SUPERNET_ONLY = {"shared_epochs", "shared_lr", "calibration_batches", "nb201_cell_bn", "trend_every",
-                  "score_test"}
+                  "score_test", "shared_train_samples"}
 # settings added since files were first written, with the value those files ran with
-_ADDED = {"nb201_cell_bn": "affine", "shared_lr": None, "trend_every": 0, "score_test": False}
+_ADDED = {"nb201_cell_bn": "affine", "shared_lr": None, "trend_every": 0, "score_test": False,
+          "shared_train_samples": None}
 
 
 def fail(message: str) -> NoReturn:
@@ -148,8 +150,11 @@ def rank_space(space: SearchSpace, data: ImageData, args: argparse.Namespace) ->
         options = {"channels": args.nb201_channels, "cells_per_stage": args.nb201_cells}
     supernet_options = {**options, "cell_affine": args.nb201_cell_bn == "affine"} if options else {}
     shared_lr = args.lr if args.shared_lr is None else args.shared_lr
+    shared_samples = args.shared_train_samples
+    if shared_samples is None:
+        shared_samples = args.max_train_samples  # as the children, as files before the option
     shared_config = TrainConfig(epochs=args.shared_epochs, batch_size=args.batch_size,
-                                learning_rate=shared_lr, max_train_samples=args.max_train_samples)
+                                learning_rate=shared_lr, max_train_samples=shared_samples or None)
     child_config = TrainConfig(epochs=args.child_epochs, batch_size=args.batch_size,
                                learning_rate=args.lr, max_train_samples=args.max_train_samples)
     rng = np.random.default_rng(args.seed + 1)
@@ -312,6 +317,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--shared-lr", type=_positive_float, default=None,
                         help="the supernet's learning rate (default: --lr, as the stand-alone children)")
+    parser.add_argument("--shared-train-samples", type=_nonnegative, default=None,
+                        help="training images the supernet trains on (default: --max-train-samples, "
+                             "as the stand-alone children; 0: the whole training split, as a one-shot "
+                             "search trains its supernet)")
     parser.add_argument("--calibration-batches", type=int, default=4)
     parser.add_argument("--trend-every", type=_nonnegative, default=0,
                         help="also score the architectures every this many supernet epochs, for "
