@@ -184,6 +184,25 @@ class _Trie:
         self.probs[order] = suffix[:, 0]
         self.extra: list[tuple[list[int], list[float]]] = []  # (row, suffix probs) added now
         self._below: dict[int, np.ndarray] = {}
+        tiers = controller._tiers
+        self.feasible = (controller.feasible if tiers is None
+                         else controller._tier_sets[tiers[0]] if len(set(tiers)) == 1 else None)
+        """The set every draw of this ask keeps to (None: the whole space): a prefix closes
+        once as many below it are seen as it has feasible completions."""
+
+    def _close_exhausted(self, open_: np.ndarray, count: np.ndarray, prefix: list[int] | None) -> None:
+        """Under a feasible set, close the next tokens (k,) below ``prefix`` (None: no seen
+        row shares it) whose feasible completions are all seen."""
+        if self.feasible is not None and prefix is not None:
+            capacity = [self.feasible.completions([*prefix, t]) for t in range(len(open_))]
+            open_ &= count < np.asarray(capacity)
+
+    def _prefix(self, lo: int, hi: int, extra: list[int], d: int) -> list[int] | None:
+        """The first ``d`` tokens the rows[lo:hi] and ``extra`` rows share (None if none)."""
+        if hi > lo:
+            return [int(t) for t in self.rows[lo, :d]]
+        return self.extra[extra[0]][0][:d] if extra else None
+
 
     def _less(self, d: int, k: int) -> np.ndarray:
         """(k + 1, N + 1): [t, j] = how many of the first j rows have a token < t at ``d``
@@ -210,6 +229,9 @@ class _Trie:
                 mass[i, row[d]] += suffix[d + 1]
                 count[i, row[d]] += 1
         open_ = count < self.sizes[d + 1]
+        if self.feasible is not None:
+            for i in range(len(probs)):
+                self._close_exhausted(open_[i], count[i], self._prefix(lo[i], hi[i], extra[i], d))
         weights = np.where(open_, probs * np.maximum(0.0, 1.0 - mass), 0.0)
         for j in np.flatnonzero(weights.sum(1) <= 0):  # as _weights falls back
             policy = np.where(open_[j], probs[j], 0.0)
@@ -232,6 +254,10 @@ class _Trie:
             row, probs = self.extra[e]
             mass[row[d]] += probs[d + 1]
             count[row[d]] += 1
+        if self.feasible is not None:  # an exhausted feasible subtree counts as full
+            full = np.ones(k, bool)
+            self._close_exhausted(full, np.asarray(count), self._prefix(lo, hi, extra, d))
+            count = [c if o else self.sizes[d + 1] for c, o in zip(count, full.tolist(), strict=True)]
         return blocks, mass, count
 
     def draw(self, controller: Controller, generator: torch.Generator, m: int = 1,

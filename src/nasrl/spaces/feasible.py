@@ -27,6 +27,7 @@ class FeasiblePrefixes:
         self.arities = space.token_arities()
         self._next: dict[tuple[int, ...], set[int]] = {}
         self._rows: set[tuple[int, ...]] = set()
+        self._completions: dict[tuple[int, ...], int] | None = None
         self.costs: dict[tuple[int, ...], dict[str, float]] | None = None if costs is None else {}
         self.limits: dict[str, float] = {}
         """The hard limits the set was cut at, metric -> max (empty when not known)."""
@@ -97,6 +98,19 @@ class FeasiblePrefixes:
             raise SpaceError(f"space {self.space.name!r}: not every feasible architecture has a "
                              f"{metric!r} cost")
         return self.costs
+
+    def completions(self, prefix: Sequence[int]) -> int:
+        """How many feasible architectures start with ``prefix``: once that many below a
+        prefix are seen, sampling without replacement must close it, however much policy
+        mass rounding leaves it (a sharp constrained policy's last unseen ones can be 1e-9
+        likely, under float32's rounding of the seen ones' mass)."""
+        if self._completions is None:
+            counts: dict[tuple[int, ...], int] = {}
+            for row in self._rows:
+                for d in range(len(row) + 1):
+                    counts[row[:d]] = counts.get(row[:d], 0) + 1
+            self._completions = counts
+        return self._completions.get(tuple(prefix), 0)
 
     def allowed(self, prefix: Sequence[int]) -> list[bool]:
         """For each value of the next token: does some feasible completion start with it?"""
