@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nasrl.controller import unique
+from nasrl.controller import compiled, unique
 from nasrl.errors import NasrlError
 from nasrl.execution.simulated import SyntheticEvaluator
 from nasrl.search import RunListener, Search, load_config
@@ -76,7 +76,7 @@ class Meter(RunListener):
             self.window_trie += 1  # the same, with the hot sampler
             return draw_all(*args, **kwargs)
 
-        unique._draw_from_all = counted_all  # type: ignore[assignment]
+        unique._draw_from_all = counted_all
         self.window_hot = 0
         hot = unique._draw_from_hot
 
@@ -84,7 +84,7 @@ class Meter(RunListener):
             self.window_hot += 1  # asks that needed the trie over the hot rows
             return hot(*args, **kwargs)
 
-        unique._draw_from_hot = counted_hot  # type: ignore[assignment]
+        unique._draw_from_hot = counted_hot
 
     def _pair(self, strategy: Strategy, other: str, ask: Any, n: int) -> None:
         """The same ask, from the same state, by a twin with the ``other`` sampler and by
@@ -192,6 +192,10 @@ def main() -> None:
     # a new run, nothing asked yet: its saved state (which the run starts from) names the sampler
     search.strategy.sampler = args.sampler  # type: ignore[attr-defined]
     search.store.save_strategy(0, 0, search.strategy.state_dict())
+    if any(unique.SAMPLERS[s].compiled for s in (args.sampler, args.compare_sampler) if s):
+        # Numba compiles once per install (then loads from its cache): not an ask's cost
+        seconds = compiled.warm_up(search.strategy.controller)  # type: ignore[attr-defined]
+        print(f"compiled walk ready in {seconds:.1f} s (compiled once per install, then cached)")
     checkpoints = tuple(c * args.children // 12800 for c in CHECKPOINTS)
     meter = Meter(search.strategy, checkpoints, args.compare_sampler, args.compare_every)
     search.listeners.append(meter)

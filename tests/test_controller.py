@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -234,7 +235,7 @@ def test_a_run_saved_before_the_batched_draws_resumes_with_the_same_asks() -> No
     assert keys == LEGACY_ASKS
     # and a state saved now keeps the batched draws on across a resume
     fresh = make()
-    assert fresh.state_dict()["sampler"] == "batched-rounds-then-adaptive-hot-anchorwise"
+    assert fresh.state_dict()["sampler"] == "compiled-rounds-then-adaptive-hot"
 
 
 @pytest.mark.parametrize("n", [1, 5, 16])
@@ -499,9 +500,15 @@ def test_a_run_saved_with_the_adaptive_hot_sampler_resumes_with_the_same_asks(
     keys, _ = _collapsing_asks("batched-rounds-then-adaptive-hot", monkeypatch)
     uninterrupted, _ = _collapsing_asks("batched-rounds-then-adaptive-hot", monkeypatch, resume=False)
     assert keys == uninterrupted and len(set(keys)) == 480
-    # today's default differs only in how it draws skip flags, which nb201 has none of
-    todays, _ = _collapsing_asks(None, monkeypatch, resume=False)
-    assert todays == keys
+    # the anchorwise sampler differs only in how it draws skip flags, which nb201 has none of
+    anchorwise, _ = _collapsing_asks("batched-rounds-then-adaptive-hot-anchorwise", monkeypatch,
+                                     resume=False)
+    assert anchorwise == keys
+    # today's default draws its rounds from uniforms (compiled): other asks, as distinct,
+    # and the same across a resume
+    todays, _ = _collapsing_asks(None, monkeypatch)
+    assert todays != keys and len(set(todays)) == 480
+    assert todays == _collapsing_asks(None, monkeypatch, resume=False)[0]
 
 
 def test_the_adaptive_hot_walks_spare_the_full_trie_where_three_fixed_walks_needed_it(
@@ -513,8 +520,14 @@ def test_the_adaptive_hot_walks_spare_the_full_trie_where_three_fixed_walks_need
     assert len(set(keys)) == 480 and full == 0
 
 
+# sha256 of the 320 keys a conv run with "batched-rounds-then-adaptive-hot-anchorwise"
+# (the default before the compiled rounds, 7a68b1b) asked, resumed halfway
+ANCHORWISE_CONV_ASKS = "8e8e649422c4b44b"
+
+
+@pytest.mark.parametrize("sampler", ["batched-rounds-then-adaptive-hot-anchorwise", None])
 def test_a_conv_run_whose_asks_reach_the_anchorwise_walks_resumes_with_the_same_asks(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        sampler: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     from nasrl.controller import unique
     from nasrl.strategies.reinforce import Reinforce, ReinforceConfig
 
@@ -530,11 +543,16 @@ def test_a_conv_run_whose_asks_reach_the_anchorwise_walks_resumes_with_the_same_
     space = ConvSpace(num_layers=4, filter_heights=(1, 3), filter_widths=(3,), num_filters=(24,))
 
     def make() -> Reinforce:
-        return Reinforce(space, 3, ReinforceConfig(batch_size=8, learning_rate=0.2, local_share=0.0))
+        strategy = Reinforce(space, 3, ReinforceConfig(batch_size=8, learning_rate=0.2, local_share=0.0))
+        if sampler is not None:  # as if loaded from a state saved with that sampler
+            strategy.load_state_dict(strategy.state_dict() | {"sampler": sampler})
+        return strategy
 
     resumed = _asks_resumed_halfway(make, rounds=40, size=8)
     assert walks and all(walks) and len(set(resumed)) == 320
     assert resumed == _asks_resumed_halfway(make, rounds=40, size=8, resume=False)
+    digest = hashlib.sha256(" ".join(resumed).encode()).hexdigest()[:16]
+    assert (digest == ANCHORWISE_CONV_ASKS) == (sampler is not None)
 
 
 def test_the_hot_rows_travel_in_the_state_so_a_resumed_run_asks_the_same() -> None:

@@ -174,7 +174,8 @@ def test_tabular_search_with_no_feasible_cell_still_runs(tmp_path: Path, nb201_t
     assert len(trials) >= 5 and not any(t.feasible for t in trials)
 
 
-@pytest.mark.parametrize("sampler", ["trie", "batched-rounds-then-adaptive-hot-anchorwise"])
+@pytest.mark.parametrize("sampler", ["trie", "batched-rounds-then-adaptive-hot-anchorwise",
+                                     "compiled-rounds-then-adaptive-hot"])
 def test_the_last_unseen_feasible_architectures_are_found_however_unlikely(sampler: str) -> None:
     from nasrl.controller.unique import sample_unseen
 

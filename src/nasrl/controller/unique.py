@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nasrl.controller.compiled import sample_by_uniforms
 from nasrl.controller.lstm import Controller, ControllerOutput
 
 
@@ -54,6 +55,10 @@ class Sampler(NamedTuple):
     sequences the tries draw (see :data:`DEFAULT_SAMPLER`)."""
     flags_at_once: bool = False
     """The tries' walks draw each anchor's skip flags in one call (:meth:`_Trie.draw`)."""
+    compiled: bool = False
+    """The batched rounds draw by inverse CDF from one uniform per token, in the compiled
+    walk (:mod:`nasrl.controller.compiled`; the PyTorch walk draws the same rows where
+    Numba is missing, or under a feasible set or tiers)."""
 
 
 SAMPLERS: dict[str, Sampler] = {
@@ -64,6 +69,8 @@ SAMPLERS: dict[str, Sampler] = {
     "batched-rounds-then-adaptive-hot": Sampler((2, 16), hot=True, adaptive=True),
     "batched-rounds-then-adaptive-hot-anchorwise": Sampler((2, 16), hot=True, adaptive=True,
                                                            flags_at_once=True),
+    "compiled-rounds-then-adaptive-hot": Sampler((2, 16), hot=True, adaptive=True,
+                                                 flags_at_once=True, compiled=True),
 }
 """How an ask draws; the names are what a strategy state records, so a saved run resumes
 with the sampler it used (each consumes the generator differently). Each batched round is
@@ -81,8 +88,11 @@ before). Rounds of 128 cost more than a hot trie and are left out.
 seen sequences and sizes its walks by the acceptance met: with the fixed three walks of 4
 rows per sequence wanted, a policy whose seen mass outgrew the hot set gave 10-20% of its
 asks to the full trie, whose scoring of all seen sequences was most of the driver's time
-at 512 simulated workers (10.9 ms per trial; 7.7 ms adaptive, no full trie in 12,800)."""
-DEFAULT_SAMPLER = "batched-rounds-then-adaptive-hot-anchorwise"
+at 512 simulated workers (10.9 ms per trial; 7.7 ms adaptive, no full trie in 12,800).
+"compiled-rounds-then-adaptive-hot" (the default since) draws its batched rounds in one
+compiled loop (:mod:`nasrl.controller.compiled`): the same rows for the tries after them,
+a fraction of the time for the rounds themselves at 12-20 layers."""
+DEFAULT_SAMPLER = "compiled-rounds-then-adaptive-hot"
 HOT_WALKS = 3
 """Walks the hot trie may take per ask before the trie over every seen sequence takes over
 (and marks the hot set again): bounds an ask's cost at that of the exact trie plus a few
@@ -202,7 +212,6 @@ class _Trie:
         if hi > lo:
             return [int(t) for t in self.rows[lo, :d]]
         return self.extra[extra[0]][0][:d] if extra else None
-
 
     def _less(self, d: int, k: int) -> np.ndarray:
         """(k + 1, N + 1): [t, j] = how many of the first j rows have a token < t at ``d``
@@ -357,8 +366,8 @@ def draw_unseen(
     for per_wanted in spec.rounds:
         if len(results) >= n:
             break
-        out = controller.sample(per_wanted * (n - len(results)), generator, entropy=False)
-        for row, lp in zip(out.tokens.tolist(), out.log_prob.tolist(), strict=True):
+        tokens, logp = policy_draws(controller, per_wanted * (n - len(results)), generator, spec)
+        for row, lp in zip(tokens.tolist(), logp.tolist(), strict=True):
             if len(results) < n and index.add(row):
                 results.append((row, lp))
             elif spec.hot and (pos := index.position(row)) is not None:
@@ -373,6 +382,16 @@ def draw_unseen(
     if len(results) < n:
         results += _draw_from_all(controller, index, n - len(results), generator, spec)
     return results
+
+
+def policy_draws(controller: Controller, n: int, generator: torch.Generator, spec: Sampler
+                 ) -> tuple[Tensor, Tensor]:
+    """``n`` independent draws from the policy: tokens (n, T) and log P (n,), as ``spec``
+    draws them (the compiled walk, or ``multinomial`` in the PyTorch walk)."""
+    if spec.compiled:
+        return sample_by_uniforms(controller, n, generator)
+    out = controller.sample(n, generator, entropy=False)
+    return out.tokens, out.log_prob
 
 
 @torch.no_grad()

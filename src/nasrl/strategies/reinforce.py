@@ -40,7 +40,7 @@ import torch
 
 from nasrl.config import ConfigError
 from nasrl.controller.lstm import Controller, ControllerConfig, ControllerOutput
-from nasrl.controller.unique import DEFAULT_SAMPLER, SAMPLERS, SeenIndex, draw_unseen
+from nasrl.controller.unique import DEFAULT_SAMPLER, SAMPLERS, SeenIndex, draw_unseen, policy_draws
 from nasrl.spaces.base import Architecture, SearchSpace
 from nasrl.spaces.feasible import FeasiblePrefixes
 from nasrl.strategies.base import Observation, Strategy, register_strategy
@@ -452,8 +452,9 @@ class Reinforce(Strategy):
             return []
         draws: list[list[int] | None] = [None] * (LOCAL_DRAWS * k)
         if cfg.local_edit == "policy":
-            out = self.controller.sample(LOCAL_DRAWS * k, self.generator, entropy=False)
-            draws = list(out.tokens.tolist())
+            tokens, _ = policy_draws(self.controller, LOCAL_DRAWS * k, self.generator,
+                                     SAMPLERS[self.sampler])
+            draws = list(tokens.tolist())
         arities = self.space.token_arities()
         picked: list[Architecture] = []
         for parent in parents:
@@ -465,6 +466,8 @@ class Reinforce(Strategy):
                     continue
                 child = list(parent)
                 child[edit[0]] = edit[1]
+                if child in self._rows_of(length):
+                    continue  # seen (the same test as the key's below, without decoding the row)
                 arch = self.space.from_tokens(child)
                 if arch.key in self.seen or arch.key in self.local_keys or (
                         feasible is not None and arch not in feasible):
