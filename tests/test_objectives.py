@@ -217,7 +217,9 @@ def test_constrained_tabular_search_stores_infeasible_trials_and_never_reports_t
     assert front.returncode == 0, front.stderr
     points = [(d["metrics"]["val_acc"], d["metrics"]["macs"]) for d in json.loads(front.stdout)]
     assert points == sorted(points, reverse=True)  # best accuracy first, costs falling
-    assert all(b[1] < a[1] for a, b in itertools.pairwise(points))
+    # (two cells with the same table entry are both on the front: exact duplicates are kept)
+    distinct = sorted(set(points), reverse=True)
+    assert all(b[1] < a[1] for a, b in itertools.pairwise(distinct))
     status = nasrl("status", str(run))
     assert "reward val_acc^3; subject to macs<=40M" in status.stdout
 
