@@ -34,6 +34,7 @@ from nasrl.controller.lstm import Controller, _weights
 from nasrl.spaces.base import Categorical
 
 _KERNEL: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
+_MISSING = False  # Numba failed to import: the PyTorch walk draws instead
 
 
 class Plan(NamedTuple):
@@ -103,12 +104,15 @@ def draw_uniforms(n: int, num_tokens: int, generator: torch.Generator | None) ->
 
 
 def available() -> bool:
-    """Whether the compiled kernel can be built (Numba imports)."""
-    try:
-        _kernel()
-    except ImportError:
-        return False
-    return True
+    """Whether the compiled kernel can be built (Numba imports; a failed import is not
+    retried on every ask)."""
+    global _MISSING
+    if not _MISSING:
+        try:
+            _kernel()
+        except ImportError:
+            _MISSING = True
+    return not _MISSING
 
 
 def warm_up(controller: Controller) -> float:
