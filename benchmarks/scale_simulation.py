@@ -117,6 +117,19 @@ def free_driver_utilisation(seconds: list[float], workers: int) -> float:
     return sum(seconds) / (workers * max(free))
 
 
+def drain_bound(workers: int, trials: int, median: float, sigma: float, seeds: int
+                ) -> tuple[float, float, float]:
+    """Mean, min and max over ``seeds`` sets of ``trials`` independent log-normal children
+    of the free-driver utilisation: with children whose times are luck (independent of
+    the order they are handed out in), every scheduler that never idles a worker while
+    children remain has this distribution, so no such scheduler does better on average."""
+    import numpy as np
+
+    values = [free_driver_utilisation(list(np.random.default_rng([seed, workers]).lognormal(
+        np.log(median), sigma, trials)), workers) for seed in range(seeds)]
+    return sum(values) / len(values), min(values), max(values)
+
+
 def simulate(args: argparse.Namespace, workers: int, mode: str, where: Path) -> Row:
     config = config_for(args, workers, mode)
     search = Search.create(where / f"{mode}-{workers}", config)
@@ -191,6 +204,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="answer repeats from earlier results (off: every asked child occupies a "
                    "worker, so a policy that converges to repeats still fills the budget)")
     p.add_argument("--json", type=Path, help="write the rows here too")
+    p.add_argument("--drain-seeds", type=int, default=0, metavar="N",
+                   help="also print the final drain's bound over N sets of children (no search)")
     p.add_argument("--quick", action="store_true", help="8 and 64 workers, 200 trials: a smoke run")
     args = p.parse_args(argv)
     if args.rewards == "nb201" and (args.table is None or not args.table.is_file()):
@@ -203,6 +218,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--workers: comma-separated integers, got {args.workers!r}")
     if any(w < 1 for w in args.worker_counts) or args.trials < 1 or args.small_trials < 1:
         p.error("--workers, --trials and --small-trials must be positive")
+    if args.drain_seeds < 0:
+        p.error("--drain-seeds must be >= 0")
     args.mode_list = args.modes.split(",")
     if not set(args.mode_list) <= {"rounds", "async"}:
         p.error(f"--modes: rounds and/or async, got {args.modes!r}")
@@ -222,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(simulate(args, workers, mode, Path(tmp)))
                 print(f"{workers} workers, {mode}: {time.perf_counter() - t0:.1f} s real", file=sys.stderr)
     print(table(rows))
+    for workers in args.worker_counts if args.drain_seeds else []:
+        n = trials if workers >= 512 else min(trials, args.small_trials)
+        mean, low, high = drain_bound(workers, n, args.median, args.sigma, args.drain_seeds)
+        print(f"drain bound, {workers} workers, {n} children, {args.drain_seeds} sets: mean "
+              f"{100 * mean:.1f}%, {100 * low:.1f}-{100 * high:.1f}%")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     return 0
