@@ -230,9 +230,15 @@ def _from_saved(entry: dict[str, Any], space: SearchSpace, archs: list[Architect
     alone = [[x for x in a.get("alone_val_acc_seeds", [a["alone_val_acc"]]) if x is not None]
              for a in entry["archs"]]
     batch = [a.get("shared_batch_val_acc") for a in entry["archs"]]
+    test = [a.get("shared_test_acc") for a in entry["archs"]]
+    points = entry.get("trend", [])  # files before --trend-every have none
+    trend = [(int(p["epoch"]), list(p["shared_val_acc"])) for p in points]
+    trend_test = [list(p["shared_test_acc"]) for p in points if "shared_test_acc" in p]
     return Ranking(space.name, entry["supernet_seconds"], entry["alone_seconds"],
                    [a["shared_val_acc"] for a in entry["archs"]],
-                   [] if None in batch else batch, alone, described, entry["supernet_loss_per_epoch"])
+                   [] if None in batch else batch, alone, described, entry["supernet_loss_per_epoch"],
+                   trend, [] if None in test else test,
+                   trend_test if len(trend_test) == len(trend) else [])
 
 
 def _finite(x: float) -> float | None:
