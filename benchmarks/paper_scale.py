@@ -194,7 +194,7 @@ def main() -> None:
     search.store.save_strategy(0, 0, search.strategy.state_dict())
     if any(unique.SAMPLERS[s].compiled for s in (args.sampler, args.compare_sampler) if s):
         # Numba compiles once per install (then loads from its cache): not an ask's cost
-        seconds = compiled.warm_up(search.strategy.controller)  # type: ignore[attr-defined]
+        seconds = compiled.warm_up()
         print(f"compiled walk ready in {seconds:.1f} s (compiled once per install, then cached)")
     checkpoints = tuple(c * args.children // 12800 for c in CHECKPOINTS)
     meter = Meter(search.strategy, checkpoints, args.compare_sampler, args.compare_every)

@@ -99,3 +99,33 @@ def test_the_batched_exp_is_libm_s_to_a_few_ulp() -> None:
     expected = np.exp(np.clip(z, -708, 709))
     assert np.max(np.abs(out - expected) / expected) < 1e-15
 
+
+
+def test_a_kernel_that_cannot_compile_leaves_the_pytorch_walk_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ctrl = Controller(ConvSpace(num_layers=4), ControllerConfig(init_range=0.5), seed=2)
+    fast, _ = compiled.sample_by_uniforms(ctrl, 16, torch.Generator().manual_seed(3))
+
+    def broken() -> None:
+        raise RuntimeError("LLVM says no")
+
+    monkeypatch.setattr(compiled, "_KERNEL", None)
+    monkeypatch.setattr(compiled, "_MISSING", False)
+    monkeypatch.setattr(compiled, "_build", broken)
+    with pytest.warns(UserWarning, match="LLVM says no"):
+        slow, _ = compiled.sample_by_uniforms(ctrl, 16, torch.Generator().manual_seed(3))
+    assert int((fast != slow).any(1).sum()) <= 1
+    assert not compiled.available()  # remembered: no second attempt, no second warning
+
+
+def test_tiers_keep_the_pytorch_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctrl = Controller(ConvSpace(num_layers=3), ControllerConfig(init_range=0.5), seed=2, num_tiers=2)
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("the compiled walk knows no tiers")
+
+    monkeypatch.setattr(compiled, "compiled_walk", refuse)
+    with ctrl.conditioned([1], [None, None]):
+        tokens, logp = compiled.sample_by_uniforms(ctrl, 8, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            torch.testing.assert_close(logp, ctrl.score(tokens).log_prob.double(), atol=1e-5, rtol=0)

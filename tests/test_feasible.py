@@ -193,3 +193,28 @@ def test_the_last_unseen_feasible_architectures_are_found_however_unlikely(sampl
     seen = [rows[i] for i in order[2:]]
     drawn = sample_unseen(ctrl, seen, 2, torch.Generator().manual_seed(0), sampler=sampler)
     assert sorted(row for row, _ in drawn) == unseen
+
+
+@pytest.mark.parametrize("sampler", ["trie", "compiled-rounds-then-adaptive-hot"])
+def test_seen_rows_outside_the_feasible_set_do_not_close_its_prefixes(sampler: str) -> None:
+    from nasrl.controller.unique import sample_unseen
+
+    # under a prefix, two feasible rows unseen and two infeasible ones seen (as a front
+    # search's dearer tiers leave them): the prefix still has feasible rows to give
+    space = SearchSpace([Categorical(f"d{i}", (0, 1, 2, 3), kind="x") for i in range(3)], name="small")
+    rows = [list(r) for r in itertools.product(range(4), repeat=3) if sum(r) <= 3]
+    ctrl = Controller(space, ControllerConfig(init_range=0.5), seed=0)
+    ctrl.feasible = FeasiblePrefixes(space, [space.from_tokens(r) for r in rows])
+    unseen = [[1, 1, 0], [1, 1, 1]]
+    seen = [r for r in rows if r not in unseen] + [[1, 1, 2], [1, 1, 3]]
+    drawn = sample_unseen(ctrl, seen, 2, torch.Generator().manual_seed(0), sampler=sampler)
+    assert sorted(row for row, _ in drawn) == unseen
+
+
+def test_completions_count_the_feasible_rows_below_a_prefix(feasible: FeasiblePrefixes) -> None:
+    rows = [list(r) for r in itertools.product(range(4), repeat=3)]
+    for prefix in [[], [0], [1], [3], [0, 0], [1, 2], [3, 0], [2, 2], [0, 1, 2], [3, 3, 3]]:
+        below = [r for r in rows if r[:len(prefix)] == prefix
+                 and feasible.contains_row(r)]
+        assert feasible.completions(prefix) == len(below)
+    assert feasible.completions([]) == len(feasible)

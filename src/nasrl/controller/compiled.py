@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
@@ -30,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nasrl.controller.lstm import Controller, _weights
-from nasrl.spaces.base import Categorical
+from nasrl.controller.lstm import Controller, ControllerConfig, _weights
+from nasrl.spaces.base import Categorical, SearchSpace
 
 _KERNEL: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
 _MISSING = False  # Numba failed to import: the PyTorch walk draws instead
@@ -104,24 +105,26 @@ def draw_uniforms(n: int, num_tokens: int, generator: torch.Generator | None) ->
 
 
 def available() -> bool:
-    """Whether the compiled kernel can be built (Numba imports; a failed import is not
-    retried on every ask)."""
+    """Whether the compiled kernel is built: compiled (or loaded from Numba's cache) on the
+    first call. Without Numba, or where it cannot compile the loop, the PyTorch walk draws
+    the same rows (a warning says why); a failure is not retried on every ask."""
     global _MISSING
-    if not _MISSING:
+    if _KERNEL is None and not _MISSING:
         try:
-            _kernel()
-        except ImportError:
+            _build()
+        except Exception as exc:  # any failure: the PyTorch walk draws the same rows
             _MISSING = True
+            if not isinstance(exc, ImportError):
+                warnings.warn(f"nasrl: the compiled sampling walk is unavailable ({exc}); the "
+                              "PyTorch walk draws the same architectures, slower", stacklevel=2)
     return not _MISSING
 
 
-def warm_up(controller: Controller) -> float:
-    """Compile the kernel (or load it from Numba's cache) now rather than in the first
-    ask; returns the seconds it took (~5-10 s the first time after an install, well under
-    one from the cache)."""
+def warm_up() -> float:
+    """Build the kernel now rather than in the first ask; returns the seconds it took
+    (~5-10 s the first time after an install, well under one from Numba's cache)."""
     start = time.perf_counter()
-    if available():
-        compiled_walk(controller, np.zeros((1, controller.space.num_tokens)))
+    available()
     return time.perf_counter() - start
 
 
@@ -164,12 +167,23 @@ def torch_walk(controller: Controller, uniforms: np.ndarray) -> tuple[Tensor, Te
 
 
 def _kernel() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
-    global _KERNEL
-    if _KERNEL is None:
-        for name in ("_exp", "_lstm_update", "_gru_update", "_project", "_squash"):  # what _walk calls
-            globals()[name] = _jit(globals()[name])
-        _KERNEL = _jit(_walk)
+    if not available() or _KERNEL is None:
+        raise RuntimeError("the compiled sampling walk is unavailable (see available())")
     return _KERNEL
+
+
+def _build() -> None:
+    """Compile the kernel (or load it from the cache) on a one-decision controller: every
+    call has the same argument types, so this is the only compilation."""
+    global _KERNEL
+    for name in ("_exp", "_lstm_update", "_gru_update", "_project", "_squash"):  # what _walk calls
+        globals()[name] = _jit(globals()[name])
+    kernel = _jit(_walk)
+    tiny = Controller(SearchSpace([Categorical("x", (0, 1), kind="x")], name="tiny"),
+                      ControllerConfig(hidden_size=2, num_layers=1))
+    plan = plan_of(tiny)
+    kernel(plan.types, plan.kinds, plan.layers, np.zeros((1, 1)), *pack(tiny))
+    _KERNEL = kernel
 
 
 def _jit(function: Callable[..., Any]) -> Callable[..., Any]:

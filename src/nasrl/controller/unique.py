@@ -198,14 +198,26 @@ class _Trie:
         self.feasible = (controller.feasible if tiers is None
                          else controller._tier_sets[tiers[0]] if len(set(tiers)) == 1 else None)
         """The set every draw of this ask keeps to (None: the whole space): a prefix closes
-        once as many below it are seen as it has feasible completions."""
+        once as many of its feasible completions are seen as it has."""
+        self.feasible_cum = np.zeros(1, np.int64)  # [j] = feasible rows among the first j
+        if self.feasible is not None:  # seen rows outside the set (another tier's) count not
+            inside = [self.feasible.contains_row(r) for r in self.rows.tolist()]
+            self.feasible_cum = np.concatenate([[0], np.cumsum(inside, dtype=np.int64)])
+        self.extra_feasible: list[bool] = []
 
-    def _close_exhausted(self, open_: np.ndarray, count: np.ndarray, prefix: list[int] | None) -> None:
+    def _close_exhausted(self, open_: np.ndarray, left: np.ndarray, right: np.ndarray,
+                         extra: list[int], prefix: list[int] | None, d: int) -> None:
         """Under a feasible set, close the next tokens (k,) below ``prefix`` (None: no seen
-        row shares it) whose feasible completions are all seen."""
-        if self.feasible is not None and prefix is not None:
-            capacity = [self.feasible.completions([*prefix, t]) for t in range(len(open_))]
-            open_ &= count < np.asarray(capacity)
+        row shares it; the next tokens' blocks rows[left:right]) whose feasible completions
+        are all seen."""
+        if self.feasible is None or prefix is None:
+            return
+        seen = self.feasible_cum[right] - self.feasible_cum[left]
+        for e in extra:
+            if self.extra_feasible[e]:
+                seen[self.extra[e][0][d]] += 1
+        capacity = [self.feasible.completions([*prefix, t]) for t in range(len(open_))]
+        open_ &= seen < np.asarray(capacity)
 
     def _prefix(self, lo: int, hi: int, extra: list[int], d: int) -> list[int] | None:
         """The first ``d`` tokens the rows[lo:hi] and ``extra`` rows share (None if none)."""
@@ -240,7 +252,8 @@ class _Trie:
         open_ = count < self.sizes[d + 1]
         if self.feasible is not None:
             for i in range(len(probs)):
-                self._close_exhausted(open_[i], count[i], self._prefix(lo[i], hi[i], extra[i], d))
+                self._close_exhausted(open_[i], left[i], right[i], extra[i],
+                                      self._prefix(lo[i], hi[i], extra[i], d), d)
         weights = np.where(open_, probs * np.maximum(0.0, 1.0 - mass), 0.0)
         for j in np.flatnonzero(weights.sum(1) <= 0):  # as _weights falls back
             policy = np.where(open_[j], probs[j], 0.0)
@@ -265,7 +278,7 @@ class _Trie:
             count[row[d]] += 1
         if self.feasible is not None:  # an exhausted feasible subtree counts as full
             full = np.ones(k, bool)
-            self._close_exhausted(full, np.asarray(count), self._prefix(lo, hi, extra, d))
+            self._close_exhausted(full, left, right, extra, self._prefix(lo, hi, extra, d), d)
             count = [c if o else self.sizes[d + 1] for c, o in zip(count, full.tolist(), strict=True)]
         return blocks, mass, count
 
@@ -340,7 +353,9 @@ class _Trie:
 
     def add(self, out: ControllerOutput, i: int) -> None:
         """Row ``i`` of a draw joins the trie for the rest of the ask."""
-        self.extra.append((out.tokens[i].tolist(), _suffix_probs(out.token_log_prob[i : i + 1])[0].tolist()))
+        row = out.tokens[i].tolist()
+        self.extra.append((row, _suffix_probs(out.token_log_prob[i : i + 1])[0].tolist()))
+        self.extra_feasible.append(self.feasible is None or self.feasible.contains_row(row))
 
 
 def _suffix_probs(token_logp: Tensor) -> np.ndarray:

@@ -11,6 +11,7 @@ feasible prefix, which next tokens keep it feasible. Nothing here imports torch.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from nasrl.spaces.base import Architecture, SearchSpace, SpaceError
@@ -27,7 +28,7 @@ class FeasiblePrefixes:
         self.arities = space.token_arities()
         self._next: dict[tuple[int, ...], set[int]] = {}
         self._rows: set[tuple[int, ...]] = set()
-        self._completions: dict[tuple[int, ...], int] | None = None
+        self._sorted: list[bytes] | None = None  # the rows as bytes, sorted (completions)
         self.costs: dict[tuple[int, ...], dict[str, float]] | None = None if costs is None else {}
         self.limits: dict[str, float] = {}
         """The hard limits the set was cut at, metric -> max (empty when not known)."""
@@ -100,17 +101,20 @@ class FeasiblePrefixes:
         return self.costs
 
     def completions(self, prefix: Sequence[int]) -> int:
-        """How many feasible architectures start with ``prefix``: once that many below a
-        prefix are seen, sampling without replacement must close it, however much policy
+        """How many feasible architectures start with ``prefix``: once that many of them
+        are seen, sampling without replacement must close the prefix, however much policy
         mass rounding leaves it (a sharp constrained policy's last unseen ones can be 1e-9
-        likely, under float32's rounding of the seen ones' mass)."""
-        if self._completions is None:
-            counts: dict[tuple[int, ...], int] = {}
-            for row in self._rows:
-                for d in range(len(row) + 1):
-                    counts[row[:d]] = counts.get(row[:d], 0) + 1
-            self._completions = counts
-        return self._completions.get(tuple(prefix), 0)
+        likely, under float32's rounding of the seen ones' mass). The rows are kept sorted
+        as bytes, a prefix's rows found by binary search: memory linear in the rows."""
+        if self._sorted is None:
+            self._sorted = sorted(_row_bytes(row) for row in self._rows)
+        key = _row_bytes(prefix)
+        # every row below the prefix sorts before prefix + 0xffff (a token is an option's index)
+        return bisect.bisect_left(self._sorted, key + b"\xff\xff") - bisect.bisect_left(self._sorted, key)
+
+    def contains_row(self, row: Sequence[int]) -> bool:
+        """Whether this token row is a feasible architecture's."""
+        return tuple(row) in self._rows
 
     def allowed(self, prefix: Sequence[int]) -> list[bool]:
         """For each value of the next token: does some feasible completion start with it?"""
@@ -120,6 +124,11 @@ class FeasiblePrefixes:
 
 def _within(costs: Mapping[str, float], limits: Mapping[str, float]) -> bool:
     return all(m in costs and float(costs[m]) <= limit for m, limit in limits.items())
+
+
+def _row_bytes(row: Sequence[int]) -> bytes:
+    # big-endian 16-bit tokens: bytes order as the rows do, token by token
+    return b"".join(int(t).to_bytes(2, "big") for t in row)
 
 
 def _all_rows(arities: Sequence[int]) -> Iterable[tuple[int, ...]]:
