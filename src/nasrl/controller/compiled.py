@@ -10,10 +10,11 @@ decision.
 The draws are *inverse-CDF* draws from uniforms the run's torch generator gives, one per
 token (:func:`draw_uniforms`): the token is the first whose cumulative probability exceeds
 ``u``; a skip flag is present iff ``u`` falls past P(absent). The PyTorch walk
-(:func:`sample_by_uniforms` with ``compiled=False``) draws from the same uniforms the same
-way, so both give the same architectures up to float rounding (a uniform within ~1e-7 of a
-boundary; tested), and the compiled walk is used only where the PyTorch walk would do the
-same thing: no feasible set, no tiers (those keep the PyTorch walk, which handles them).
+(:func:`torch_walk`, which :func:`sample_by_uniforms` falls back to) draws from the same
+uniforms the same way, so both give the same architectures up to float rounding (a uniform
+within ~1e-7 of a boundary; tested). The compiled walk is used only where the PyTorch walk
+would do the same thing: no feasible set, no tiers (those keep the PyTorch walk, which
+handles them), and Numba imports and compiles.
 
 Everything here runs without gradient: an ask needs the tokens and their log-probability,
 and the update scores the tokens again (with gradient) in PyTorch.
@@ -35,17 +36,16 @@ from nasrl.controller.lstm import Controller, ControllerConfig, _weights
 from nasrl.spaces.base import Categorical, SearchSpace
 
 _KERNEL: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
-_MISSING = False  # Numba failed to import: the PyTorch walk draws instead
+_MISSING = False  # Numba failed to import or compile: the PyTorch walk draws instead
 
 
 class Plan(NamedTuple):
     """The walk of one space, as arrays: per decision its type (0 categorical, 1 anchor),
-    kind (index into the packed heads) and anchor layer; and the tokens per row."""
+    kind (index into the packed heads) and anchor layer."""
 
     types: np.ndarray
     kinds: np.ndarray
     layers: np.ndarray
-    num_tokens: int
 
 
 def plan_of(controller: Controller) -> Plan:
@@ -56,8 +56,7 @@ def plan_of(controller: Controller) -> Plan:
         types.append(0 if categorical else 1)
         kinds.append(names.index(d.kind) if categorical else 0)
         layers.append(0 if categorical else d.num_tokens)
-    return Plan(np.array(types, np.int64), np.array(kinds, np.int64), np.array(layers, np.int64),
-                controller.space.num_tokens)
+    return Plan(np.array(types, np.int64), np.array(kinds, np.int64), np.array(layers, np.int64))
 
 
 def _f64(t: Tensor) -> np.ndarray:
@@ -135,14 +134,14 @@ def compiled_walk(controller: Controller, uniforms: np.ndarray) -> tuple[Tensor,
     return torch.from_numpy(tokens), torch.from_numpy(logp)
 
 
-def sample_by_uniforms(controller: Controller, n: int, generator: torch.Generator | None,
-                       compiled: bool = True) -> tuple[Tensor, Tensor]:
+def sample_by_uniforms(controller: Controller, n: int, generator: torch.Generator | None
+                       ) -> tuple[Tensor, Tensor]:
     """``n`` architectures drawn from the policy by inverse CDF: tokens (n, T) and log P
-    (n,). Compiled where it can be and ``compiled``; else the PyTorch walk, from the same
-    uniforms (constrained decoding and tiers included)."""
+    (n,). Compiled where it can be; else the PyTorch walk, from the same uniforms
+    (constrained decoding and tiers included)."""
     uniforms = draw_uniforms(n, controller.space.num_tokens, generator)
     plain = controller.feasible is None and controller._tiers is None
-    if compiled and plain and controller.space.num_tokens > 0 and available():
+    if plain and controller.space.num_tokens > 0 and available():
         return compiled_walk(controller, uniforms)
     return torch_walk(controller, uniforms)
 
