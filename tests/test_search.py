@@ -74,6 +74,52 @@ def test_store_contract_states_counts_and_atomic_rounds(tmp_path: Path) -> None:
     assert store.requeue_unfinished() == 1 and store.trial(ids[2]).state == "queued"
 
 
+def test_seen_rows_are_appended_to_their_own_table_not_rewritten_in_every_state(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    rows = torch.from_numpy(rng.integers(0, 4, size=(300, 7)).astype(np.int16))
+    deep = torch.from_numpy(rng.integers(0, 2, size=(40, 11)).astype(np.int16))
+
+    def state(n: int, m: int = 0) -> dict[str, object]:
+        seen = {7: rows[:n].clone()} | ({11: deep[:m].clone()} if m else {})
+        return {"x": torch.full((2,), float(n)), "seen_rows": seen}
+
+    def blob_size() -> int:
+        return len(sqlite3.connect(tmp_path / "runs.db").execute("SELECT state FROM strategy").fetchone()[0])
+
+    def chunks() -> list[tuple[int, int]]:
+        return sqlite3.connect(tmp_path / "runs.db").execute(
+            "SELECT length, start FROM strategy_rows ORDER BY length, start").fetchall()
+
+    store = TrialStore(tmp_path / "runs.db", create=True)
+    store.init_run({"budget": 3}, 0, "test", state(10))
+    small = blob_size()
+    store.commit_round(0, state(100), {}, asked=1)
+    store.commit_round(1, state(300, 40), {}, asked=2)
+    assert chunks() == [(7, 0), (7, 10), (7, 100), (11, 0)]  # only the new rows each time
+    assert blob_size() < small + 200  # the state does not grow with the rows
+    store.close()
+    _, _, loaded = TrialStore(tmp_path / "runs.db").strategy_state()  # a fresh process
+    assert torch.equal(loaded["seen_rows"][7], rows) and torch.equal(loaded["seen_rows"][11], deep[:40])
+    assert torch.equal(loaded["x"], torch.full((2,), 300.0))
+    # a state whose rows are not an extension of the stored ones replaces them; a failed
+    # commit leaves the table as it was
+    store = TrialStore(tmp_path / "runs.db")
+    store.strategy_state()
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_strategy(3, 3, state(50))
+        raise RuntimeError("crash in the middle")
+    assert torch.equal(store.strategy_state()[2]["seen_rows"][7], rows)
+    other = {"x": torch.zeros(2), "seen_rows": {7: rows[150:160].clone()}}
+    store.save_strategy(3, 3, other)
+    assert chunks() == [(7, 0)]
+    assert torch.equal(store.strategy_state()[2]["seen_rows"][7], rows[150:160])
+    assert store.strategy_state()[2].keys() == {"x", "seen_rows"}
+    store.close()
+    sqlite3.connect(tmp_path / "runs.db", isolation_level=None).execute("DELETE FROM strategy_rows")
+    with pytest.raises(StoreError, match="damaged strategy state .10 seen rows of length 7 recorded, 0"):
+        TrialStore(tmp_path / "runs.db").strategy_state()
+
+
 def test_trial_counters_agree_with_the_table_and_are_added_to_an_older_database(tmp_path: Path) -> None:
     space = get_space("nb201")
     rng = np.random.default_rng(1)

@@ -22,20 +22,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from nasrl.errors import NasrlError
 from nasrl.spaces.base import Architecture
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2 (nasrl 0.2): trials.feasible. 3: the one-shot tables (checkpoint, epochs, derived),
 only added, so a version 2 database is still read and resumed as it is (its schema number
 stays 2). 4: the trial state 'pruned' (in the trials table's CHECK, which SQLite cannot
 alter in place) and the per-epoch table trial_epochs. A version 2 or 3 database keeps its
 number and its CHECK: its config has no pruning, which a resume cannot switch on, so it
 never stores a pruned trial; trial_epochs is created in it by the first epoch report.
-Version 1 databases (nasrl 0.1) are read, never written."""
-READABLE_SCHEMAS = (1, 2, 3, 4)
+Version 1 databases (nasrl 0.1) are read, never written. 5: a strategy state's seen rows
+(``seen_rows``, token arrays by length) are kept in the table strategy_rows, appended at
+each save, instead of inside the state: the state saved after every round no longer grows
+with the architectures seen (6.5 MB at 12,800 twenty-layer ones, rewritten every round).
+A version 2-4 database keeps its number and its rows inside the state."""
+READABLE_SCHEMAS = (1, 2, 3, 4, 5)
+ROWS_KEY = "seen_rows"
+"""The state entry kept in strategy_rows (schema 5): {length: (n, length) int tensor}."""
+ROWS_STORED = "seen_rows_stored"
+"""What the saved state holds instead: {length: rows}; the rows are strategy_rows'."""
 TrialState = Literal["queued", "running", "complete", "failed", "pruned"]
 STATES: tuple[TrialState, ...] = ("queued", "running", "complete", "failed", "pruned")
 FINISHED: tuple[TrialState, ...] = ("complete", "failed", "pruned")
@@ -100,6 +109,12 @@ CREATE TABLE IF NOT EXISTS strategy (
     asked INTEGER NOT NULL,
     state BLOB NOT NULL,
     saved_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS strategy_rows (
+    length INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    rows BLOB NOT NULL,
+    PRIMARY KEY (length, start)
 );
 CREATE TABLE IF NOT EXISTS updates (
     round INTEGER PRIMARY KEY,
@@ -289,6 +304,9 @@ class TrialStore:
         self._progress_table = False
         self._epochs_table = False
         self._counters: bool | None = None
+        self._rows_saved: dict[int, Any] | None = None
+        """The seen rows strategy_rows holds, by length (None: not read yet)."""
+        self._rows_pending: dict[int, Any] | None = None
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no run database here")
         try:
@@ -401,9 +419,9 @@ class TrialStore:
                 "INSERT INTO runs VALUES (1, ?, 'running', ?, ?, ?, ?)",
                 (time.time(), json.dumps(config, sort_keys=True), seed, version, SCHEMA_VERSION),
             )
-            db.execute(
-                "INSERT INTO strategy VALUES (1, 0, 0, ?, ?)", (encode_state(strategy_state), time.time())
-            )
+            db.execute("INSERT INTO strategy VALUES (1, 0, 0, ?, ?)",
+                       (self._state_blob(db, strategy_state), time.time()))
+        self._rows_saved = self._rows_pending
 
     def run_info(self) -> dict[str, Any]:
         row = self.db.execute("SELECT * FROM runs WHERE id = 1").fetchone()
@@ -442,29 +460,87 @@ class TrialStore:
         if row is None:
             raise StoreError(f"{self.path}: damaged run database (no strategy state)")
         try:
-            return row["round"], row["asked"], decode_state(row["state"])
+            state = decode_state(row["state"])
+            if ROWS_STORED in state:
+                state[ROWS_KEY] = self._stored_rows(state.pop(ROWS_STORED))
+            return row["round"], row["asked"], state
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"{self.path}: damaged strategy state ({type(exc).__name__})") from None
+
+    def _chunked_rows(self) -> bool:
+        row = self.db.execute("SELECT schema FROM runs WHERE id = 1").fetchone()
+        return row is not None and row[0] >= 5
+
+    def _state_blob(self, db: sqlite3.Connection, state: Mapping[str, Any]) -> bytes:
+        """The state encoded for the strategy table; in a schema-5 database its seen rows go
+        to strategy_rows, only the rows not already there appended (call inside the
+        transaction that saves the state; :attr:`_rows_pending` is what the table then
+        holds, for the caller to keep once the transaction commits)."""
+        rows = state.get(ROWS_KEY)
+        self._rows_pending = self._rows_saved
+        if not isinstance(rows, Mapping) or not self._chunked_rows() or not all(
+                isinstance(t, torch.Tensor) and t.dim() == 2 for t in rows.values()):
+            return encode_state(state)
+        saved = self._rows_saved if self._rows_saved is not None else self._read_rows()
+        self._rows_saved = None  # unknown until this transaction commits
+        pending: dict[int, Any] = {}
+        for length, tensor in rows.items():
+            new = tensor.numpy()
+            old = saved.get(int(length))
+            kept = 0 if old is None or len(old) > len(new) or not (new[: len(old)] == old).all() else len(old)
+            if old is not None and kept < len(old):  # not an extension of what is there
+                db.execute("DELETE FROM strategy_rows WHERE length = ?", (int(length),))
+            if len(new) > kept:
+                db.execute("INSERT INTO strategy_rows VALUES (?, ?, ?)",
+                           (int(length), kept, new[kept:].astype("<i2").tobytes()))
+            pending[int(length)] = new
+        for length in set(saved) - set(pending):
+            db.execute("DELETE FROM strategy_rows WHERE length = ?", (length,))
+        self._rows_pending = pending
+        counts = {length: len(new) for length, new in pending.items()}
+        return encode_state({k: v for k, v in state.items() if k != ROWS_KEY} | {ROWS_STORED: counts})
+
+    def _read_rows(self) -> dict[int, Any]:
+        """What strategy_rows holds: {length: (n, length) int16 array}."""
+        chunks: dict[int, list[Any]] = {}
+        for row in self.db.execute("SELECT length, rows FROM strategy_rows ORDER BY length, start"):
+            chunks.setdefault(row[0], []).append(np.frombuffer(row[1], dtype="<i2").reshape(-1, row[0]))
+        return {length: np.concatenate(parts) for length, parts in chunks.items()}
+
+    def _stored_rows(self, counts: Any) -> dict[int, torch.Tensor]:
+        if not isinstance(counts, Mapping):
+            raise StoreError(f"{self.path}: damaged strategy state (seen rows)")
+        saved = self._read_rows()
+        rows = {}
+        for length, n in counts.items():
+            have = saved.get(int(length))
+            if (have is None and n) or (have is not None and len(have) < n):
+                raise StoreError(f"{self.path}: damaged strategy state ({n} seen rows of length "
+                                 f"{length} recorded, {0 if have is None else len(have)} stored)")
+            part = have[:n] if have is not None else np.zeros((0, int(length)), dtype="<i2")
+            rows[int(length)] = torch.from_numpy(part.astype(np.int16))
+        self._rows_saved = {k: v.numpy() for k, v in rows.items()}
+        return rows
 
     def commit_round(
         self, round_: int, strategy_state: Mapping[str, Any], metrics: Mapping[str, Any], asked: int
     ) -> None:
         """Mark the round's trials told and save the state they produced (which has also
         asked ``asked`` rounds), atomically."""
-        blob = encode_state(strategy_state)
         now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE trials SET told = 1 WHERE round = ?", (round_,))
             db.execute(
                 "UPDATE strategy SET round = ?, asked = ?, state = ?, saved_at = ? WHERE id = 1",
-                (round_ + 1, asked, blob, now),
+                (round_ + 1, asked, self._state_blob(db, strategy_state), now),
             )
             db.execute(
                 "INSERT OR REPLACE INTO updates VALUES (?, ?, ?)",
                 (round_, now, json.dumps(dict(metrics), sort_keys=True)),
             )
+        self._rows_saved = self._rows_pending
 
     # -- trials -------------------------------------------------------------------------------
     def add_trials(self, round_: int, rows: Sequence[tuple[Architecture, int, int | None]]) -> list[int]:
@@ -672,10 +748,15 @@ class TrialStore:
     # -- asynchronous runs ----------------------------------------------------------------------
     def save_strategy(self, round_: int, asked: int, strategy_state: Mapping[str, Any]) -> None:
         """Replace the saved strategy state (an async run: ``round_`` = results told,
-        ``asked`` = architectures asked)."""
+        ``asked`` = architectures asked); inside the caller's transaction if there is one."""
+        if not self.db.in_transaction:
+            with self.transaction():
+                self.save_strategy(round_, asked, strategy_state)
+            self._rows_saved = self._rows_pending
+            return
         self.db.execute(
             "UPDATE strategy SET round = ?, asked = ?, state = ?, saved_at = ? WHERE id = 1",
-            (round_, asked, encode_state(strategy_state), time.time()),
+            (round_, asked, self._state_blob(self.db, strategy_state), time.time()),
         )
 
     def record_tells(self, rows: Sequence[Staleness],
@@ -702,6 +783,7 @@ class TrialStore:
         with self.transaction() as db:
             db.executemany("UPDATE trials SET told = 1 WHERE id = ?", [(i,) for i in trial_ids])
             self.save_strategy(round_, asked, strategy_state)
+        self._rows_saved = self._rows_pending
 
     def staleness(self) -> dict[int, Staleness]:
         """Trial id -> its staleness, for the told trials of an async run (else empty)."""
