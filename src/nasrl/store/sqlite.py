@@ -307,6 +307,8 @@ class TrialStore:
         self._rows_saved: dict[int, Any] | None = None
         """The seen rows strategy_rows holds, by length (None: not read yet)."""
         self._rows_pending: dict[int, Any] | None = None
+        """What strategy_rows will hold once the open transaction commits."""
+        self._schema_5: bool | None = None
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no run database here")
         try:
@@ -373,12 +375,16 @@ class TrialStore:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
+        self._rows_pending = self._rows_saved
         try:
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
+            # the table is as before; what was saved of it may be unknown now (None: re-read)
+            self._rows_pending = self._rows_saved
             raise
         self.db.execute("COMMIT")
+        self._rows_saved = self._rows_pending
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -421,7 +427,6 @@ class TrialStore:
             )
             db.execute("INSERT INTO strategy VALUES (1, 0, 0, ?, ?)",
                        (self._state_blob(db, strategy_state), time.time()))
-        self._rows_saved = self._rows_pending
 
     def run_info(self) -> dict[str, Any]:
         row = self.db.execute("SELECT * FROM runs WHERE id = 1").fetchone()
@@ -470,16 +475,19 @@ class TrialStore:
             raise StoreError(f"{self.path}: damaged strategy state ({type(exc).__name__})") from None
 
     def _chunked_rows(self) -> bool:
-        row = self.db.execute("SELECT schema FROM runs WHERE id = 1").fetchone()
-        return row is not None and row[0] >= 5
+        if self._schema_5 is None:  # read once: a database keeps its schema number
+            row = self.db.execute("SELECT schema FROM runs WHERE id = 1").fetchone()
+            if row is None:
+                return False
+            self._schema_5 = row[0] >= 5
+        return self._schema_5
 
     def _state_blob(self, db: sqlite3.Connection, state: Mapping[str, Any]) -> bytes:
         """The state encoded for the strategy table; in a schema-5 database its seen rows go
         to strategy_rows, only the rows not already there appended (call inside the
-        transaction that saves the state; :attr:`_rows_pending` is what the table then
-        holds, for the caller to keep once the transaction commits)."""
+        transaction that saves the state: :meth:`transaction` keeps what the table then
+        holds once it commits)."""
         rows = state.get(ROWS_KEY)
-        self._rows_pending = self._rows_saved
         if not isinstance(rows, Mapping) or not self._chunked_rows() or not all(
                 isinstance(t, torch.Tensor) and t.dim() == 2 for t in rows.values()):
             return encode_state(state)
@@ -540,7 +548,6 @@ class TrialStore:
                 "INSERT OR REPLACE INTO updates VALUES (?, ?, ?)",
                 (round_, now, json.dumps(dict(metrics), sort_keys=True)),
             )
-        self._rows_saved = self._rows_pending
 
     # -- trials -------------------------------------------------------------------------------
     def add_trials(self, round_: int, rows: Sequence[tuple[Architecture, int, int | None]]) -> list[int]:
@@ -752,7 +759,6 @@ class TrialStore:
         if not self.db.in_transaction:
             with self.transaction():
                 self.save_strategy(round_, asked, strategy_state)
-            self._rows_saved = self._rows_pending
             return
         self.db.execute(
             "UPDATE strategy SET round = ?, asked = ?, state = ?, saved_at = ? WHERE id = 1",
@@ -783,7 +789,6 @@ class TrialStore:
         with self.transaction() as db:
             db.executemany("UPDATE trials SET told = 1 WHERE id = ?", [(i,) for i in trial_ids])
             self.save_strategy(round_, asked, strategy_state)
-        self._rows_saved = self._rows_pending
 
     def staleness(self) -> dict[int, Staleness]:
         """Trial id -> its staleness, for the told trials of an async run (else empty)."""
